@@ -1,0 +1,151 @@
+// Package cache holds order-detail answers in two tiers: an in-process L1
+// (otter, bounded by bytes) in front of Redis shared by every replica. Both
+// tiers are guarded by generations: invalidating an order bumps its
+// generation, and a fill only lands if the generation it read before calling
+// AnqiCMS is still current, so a slow fill can never resurrect an answer
+// that an invalidation has already dropped.
+package cache
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Key names one cached answer: an order, and a digest of everything else
+// AnqiCMS's answer depends on (site, site_id, language, identity). Keying by
+// a fixed-size digest lets the hit path look up L1 without allocating.
+type Key struct {
+	Order int64
+	Sum   [32]byte
+}
+
+// KeyParts is what, besides the order id, makes two detail requests the same
+// request in AnqiCMS's eyes.
+type KeyParts struct {
+	Site     []byte // X-Host else Host, lower case, no port
+	SiteID   []byte // ?site_id=
+	Lang     []byte // lang cookie
+	Identity byte   // anqicms.IdentityKind
+	ID       []byte // user id or token fingerprint
+}
+
+// MakeKey digests parts. Every part is length-prefixed so that no two
+// different tuples can produce the same byte string.
+func MakeKey(order int64, p KeyParts) Key {
+	var stack [256]byte
+	b := stack[:0]
+	b = appendPart(b, p.Site)
+	b = appendPart(b, p.SiteID)
+	b = appendPart(b, p.Lang)
+	b = append(b, p.Identity)
+	b = appendPart(b, p.ID)
+	return Key{Order: order, Sum: sha256.Sum256(b)}
+}
+
+func appendPart(b, part []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(part)))
+	return append(b, part...)
+}
+
+// Entry is one stored answer. It is immutable once built: the hit path hands
+// its byte slices straight to fasthttp.
+type Entry struct {
+	Body        []byte
+	Gzip        []byte // nil when compressing did not pay off
+	ContentType []byte
+	ETag        []byte // strong, quoted
+	StoredAt    int64  // unix nanoseconds when AnqiCMS answered
+	// Negative marks a code != 0 answer cached for cache.negative_ttl.
+	Negative bool
+	// Gen is the Redis generation of the order the entry was filled under.
+	Gen uint64
+}
+
+// NewEntry copies body and contentType (the caller's buffers are reused by
+// fasthttp) and computes the ETag and the gzip variant once, at fill time.
+func NewEntry(body, contentType []byte, negative bool, now time.Time) *Entry {
+	e := &Entry{
+		Body:        bytes.Clone(body),
+		ContentType: bytes.Clone(contentType),
+		StoredAt:    now.UnixNano(),
+		Negative:    negative,
+	}
+	if e.Body == nil {
+		e.Body = []byte{}
+	}
+	sum := sha256.Sum256(body)
+	e.ETag = make([]byte, 0, 34)
+	e.ETag = append(e.ETag, '"')
+	e.ETag = hex.AppendEncode(e.ETag, sum[:16])
+	e.ETag = append(e.ETag, '"')
+	if len(body) >= 256 {
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		zw.Write(body)
+		zw.Close()
+		if buf.Len() < len(body) {
+			e.Gzip = buf.Bytes()
+		}
+	}
+	return e
+}
+
+// Age is how long ago AnqiCMS produced the answer.
+func (e *Entry) Age(now int64) time.Duration { return time.Duration(now - e.StoredAt) }
+
+// Size approximates the memory an entry holds, for L1's byte bound.
+func (e *Entry) Size() int {
+	return len(e.Body) + len(e.Gzip) + len(e.ContentType) + len(e.ETag) + 160
+}
+
+const codecVersion = 1
+
+// MarshalBinary encodes the entry for Redis: a version byte, fixed fields,
+// then length-prefixed byte strings. Compact, and free of JSON-in-JSON.
+func (e *Entry) MarshalBinary() ([]byte, error) {
+	b := make([]byte, 0, 32+len(e.Body)+len(e.Gzip)+len(e.ContentType)+len(e.ETag))
+	b = append(b, codecVersion)
+	var flags byte
+	if e.Negative {
+		flags |= 1
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint64(b, e.Gen)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.StoredAt))
+	for _, f := range [][]byte{e.ContentType, e.ETag, e.Body, e.Gzip} {
+		b = appendPart(b, f)
+	}
+	return b, nil
+}
+
+var errCodec = errors.New("malformed cache entry")
+
+// UnmarshalEntry decodes what MarshalBinary produced. A short or unknown
+// encoding is an error (treated as a miss), never a panic.
+func UnmarshalEntry(b []byte) (*Entry, error) {
+	if len(b) < 18 || b[0] != codecVersion {
+		return nil, fmt.Errorf("%w: version or length", errCodec)
+	}
+	e := &Entry{Negative: b[1]&1 != 0}
+	e.Gen = binary.BigEndian.Uint64(b[2:])
+	e.StoredAt = int64(binary.BigEndian.Uint64(b[10:]))
+	rest := b[18:]
+	for _, f := range []*[]byte{&e.ContentType, &e.ETag, &e.Body, &e.Gzip} {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || uint64(len(rest)-w) < n {
+			return nil, fmt.Errorf("%w: truncated field", errCodec)
+		}
+		*f = rest[w : w+int(n) : w+int(n)]
+		rest = rest[w+int(n):]
+	}
+	if len(e.Gzip) == 0 {
+		e.Gzip = nil
+	}
+	return e, nil
+}

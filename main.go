@@ -1,0 +1,174 @@
+// Command anqi-edge is a caching edge proxy for AnqiCMS.
+//
+//	anqi-edge [-config config.toml]
+//	anqi-edge purge [-config config.toml] -id N [-host H]
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"anqi-edge/cache"
+	"anqi-edge/config"
+	"anqi-edge/proxy"
+)
+
+// defaultConfig is the shipped config.toml, used when -config is not given
+// and no config.toml is in the working directory.
+//
+//go:embed config.toml
+var defaultConfig []byte
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stderr))
+}
+
+func run(args, environ []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "purge" {
+		return purge(args[1:], environ, stderr)
+	}
+	fl := flag.NewFlagSet("anqi-edge", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	path := fl.String("config", "config.toml", "config file")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "anqi-edge: unexpected argument %q\n", fl.Arg(0))
+		return 2
+	}
+	cfg, err := loadConfig(fl, *path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
+		return 2
+	}
+	log := newLogger(cfg.Log, stderr)
+	slog.SetDefault(log)
+
+	srv, err := proxy.New(cfg, log)
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	<-ctx.Done()
+	stop()
+	log.Info("shutting down", "grace", cfg.Server.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace.Duration)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown did not finish cleanly", "err", err)
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// loadConfig reads path; when -config was not given and the default file is
+// absent, the embedded copy of config.toml is used instead.
+func loadConfig(fl *flag.FlagSet, path string, environ []string) (*config.Config, error) {
+	explicit := false
+	fl.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(path, environ)
+	if err != nil && !explicit && errors.Is(err, fs.ErrNotExist) {
+		return config.Parse(defaultConfig, environ)
+	}
+	return cfg, err
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// purge invalidates one order on every replica. With Redis configured it
+// runs the invalidation script itself (every replica hears it on pub/sub);
+// without Redis it asks this host's admin listener.
+func purge(args, environ []string, stderr io.Writer) int {
+	fl := flag.NewFlagSet("anqi-edge purge", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	path := fl.String("config", "config.toml", "config file")
+	id := fl.Int64("id", 0, "order id to purge (required)")
+	host := fl.String("host", "", "site host (informational: purges drop the order on every site)")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *id <= 0 {
+		fmt.Fprintln(stderr, "anqi-edge purge: -id must be a positive integer")
+		return 2
+	}
+	cfg, err := loadConfig(fl, *path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "anqi-edge purge: %v\n", err)
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	if len(cfg.Redis.Addrs) > 0 {
+		rc := cfg.Redis
+		client := redis.NewUniversalClient(&redis.UniversalOptions{
+			Addrs: rc.Addrs, MasterName: rc.MasterName, Username: rc.Username, Password: rc.Password,
+			DB: rc.DB, IsClusterMode: rc.Cluster, DialTimeout: rc.DialTimeout.Duration,
+		})
+		defer client.Close()
+		r := cache.NewRedis(cache.RedisOptions{Client: client, Prefix: rc.KeyPrefix, Channel: rc.Channel, ReplicaID: "cli"})
+		if queued, err := r.Invalidate(ctx, *id); err != nil || queued {
+			fmt.Fprintf(stderr, "anqi-edge purge: order %d: redis.addrs %v: %v\n", *id, rc.Addrs, err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "purged order %d on every replica (via redis)\n", *id)
+		return 0
+	}
+
+	if cfg.Admin.Token == "" {
+		fmt.Fprintln(stderr, "anqi-edge purge: no redis configured and admin.token is empty: nothing can accept the purge")
+		return 1
+	}
+	q := url.Values{"id": {strconv.FormatInt(*id, 10)}}
+	if *host != "" {
+		q.Set("host", *host)
+	}
+	addr := cfg.Admin.Listen
+	if h, p, err := net.SplitHostPort(addr); err == nil && (h == "" || h == "0.0.0.0" || h == "::") {
+		addr = net.JoinHostPort("127.0.0.1", p)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/admin/purge?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "anqi-edge purge: admin.listen %s: %v\n", cfg.Admin.Listen, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		fmt.Fprintf(stderr, "anqi-edge purge: admin answered %s: %s\n", resp.Status, body)
+		return 1
+	}
+	fmt.Fprintf(stderr, "purged order %d (via admin listener %s)\n", *id, cfg.Admin.Listen)
+	return 0
+}

@@ -1,0 +1,170 @@
+// Package metrics holds every Prometheus series anqi-edge exports, in one
+// registry. Series that the request path touches are resolved once here, so
+// a cache hit only does an atomic add; exporters read the same collectors.
+package metrics
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every series name.
+const Namespace = "anqi_edge"
+
+// Routes label requests.
+const (
+	RouteDetail      = "detail"
+	RoutePassThrough = "passthrough"
+	RouteWrite       = "write"
+	RouteWatch       = "watch"
+	RouteEvents      = "events"
+)
+
+// Metrics is the set of collectors. Build one per process with New; tests
+// build their own so they never share counters.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests        *prometheus.CounterVec   // route, code
+	DetailResults   *prometheus.CounterVec   // cache: HIT MISS STALE BYPASS ERROR
+	TierResults     *prometheus.CounterVec   // tier (l1, redis), result (hit, stale, miss)
+	UpstreamCalls   *prometheus.CounterVec   // route, outcome (ok, error, timeout)
+	UpstreamLatency *prometheus.HistogramVec // route
+	Collapsed       prometheus.Counter       // requests that joined another request's flight
+	Fills           *prometheus.CounterVec   // tier, result (stored, dropped_generation, skipped)
+	Invalidations   *prometheus.CounterVec   // source (write, purge, pubsub, cli)
+	HookErrors      *prometheus.CounterVec   // reason (parse, no_id)
+	RedisErrors     *prometheus.CounterVec   // op
+	RedisBreaker    prometheus.Gauge         // 0 closed, 1 open, 2 half-open
+	RedisPending    prometheus.Gauge         // invalidations queued while Redis is unreachable
+	RedisEpoch      prometheus.Gauge         // global key epoch in use
+	PubSubUp        prometheus.Gauge         // 1 while the invalidation subscription is live
+	L1Clears        prometheus.Counter       // whole-L1 clears (resubscribe, epoch bump)
+	Panics          prometheus.Counter
+	Watchers        *prometheus.GaugeVec   // kind (longpoll, sse)
+	WatchWakeups    prometheus.Counter     // watchers woken by an invalidation
+	WatchEvents     prometheus.Counter     // SSE events and long-poll answers sent after a change
+	WatchRejected   *prometheus.CounterVec // reason (global, identity)
+
+	// Hot-path series, resolved once.
+	DetailHit, DetailMiss, DetailStale, DetailBypass prometheus.Counter
+	L1Hit, L1Stale, L1Miss                           prometheus.Counter
+
+	codesMu sync.RWMutex
+	codes   map[routeCode]prometheus.Counter
+}
+
+type routeCode struct {
+	route string
+	code  int
+}
+
+// New registers every collector in a fresh registry. l1 reports the
+// in-process cache's size at scrape time; it may be nil.
+func New(l1 func() (bytes, entries int64)) *Metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &Metrics{Registry: r, codes: map[routeCode]prometheus.Counter{}}
+
+	m.Requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "requests_total",
+		Help: "Requests answered, by route and HTTP status."}, []string{"route", "code"})
+	m.DetailResults = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "detail_results_total",
+		Help: "Order detail answers by X-Cache result."}, []string{"cache"})
+	m.TierResults = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_lookups_total",
+		Help: "Cache lookups by tier and result."}, []string{"tier", "result"})
+	m.UpstreamCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "upstream_requests_total",
+		Help: "Calls to AnqiCMS by route and outcome."}, []string{"route", "outcome"})
+	m.UpstreamLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "upstream_duration_seconds",
+		Help:    "Latency of calls to AnqiCMS.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route"})
+	m.Collapsed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "singleflight_collapsed_total",
+		Help: "Detail misses that waited for another request's upstream call instead of making their own."})
+	m.Fills = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_fills_total",
+		Help: "Cache writes by tier and result; dropped_generation means an invalidation overtook the fill."}, []string{"tier", "result"})
+	m.Invalidations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "invalidations_total",
+		Help: "Order invalidations by source."}, []string{"source"})
+	m.HookErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "write_hook_errors_total",
+		Help: "Writes whose order id could not be read; the write was forwarded anyway."}, []string{"reason"})
+	m.RedisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "redis_errors_total",
+		Help: "Failed Redis calls by operation."}, []string{"op"})
+	m.RedisBreaker = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_breaker_state",
+		Help: "Redis circuit breaker: 0 closed, 1 open (Redis skipped), 2 half-open (probing)."})
+	m.RedisPending = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_pending_invalidations",
+		Help: "Invalidations queued until Redis answers again."})
+	m.RedisEpoch = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_key_epoch",
+		Help: "Global cache epoch in use (bumped when the invalidation queue overflows)."})
+	m.PubSubUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "pubsub_up",
+		Help: "1 while the invalidation subscription is live."})
+	m.L1Clears = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "l1_clears_total",
+		Help: "Times the whole in-process cache was dropped (resubscribe, epoch bump)."})
+	m.Panics = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "panics_total",
+		Help: "Handler panics answered with HTTP 500."})
+	m.Watchers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "watchers",
+		Help: "Clients currently watching an order, by kind."}, []string{"kind"})
+	m.WatchWakeups = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "watch_wakeups_total",
+		Help: "Watchers woken by an invalidation."})
+	m.WatchEvents = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "watch_events_total",
+		Help: "Changed-order answers sent to watchers (SSE events and long-poll answers)."})
+	m.WatchRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "watch_rejected_total",
+		Help: "Watch requests refused because a limit was reached."}, []string{"reason"})
+
+	for _, c := range []prometheus.Collector{m.Requests, m.DetailResults, m.TierResults, m.UpstreamCalls,
+		m.UpstreamLatency, m.Collapsed, m.Fills, m.Invalidations, m.HookErrors, m.RedisErrors,
+		m.RedisBreaker, m.RedisPending, m.RedisEpoch, m.PubSubUp, m.L1Clears, m.Panics,
+		m.Watchers, m.WatchWakeups, m.WatchEvents, m.WatchRejected} {
+		f(c)
+	}
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "l1_bytes",
+		Help: "Bytes held by the in-process cache."}, func() float64 {
+		if l1 == nil {
+			return 0
+		}
+		b, _ := l1()
+		return float64(b)
+	}))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "l1_entries",
+		Help: "Entries held by the in-process cache."}, func() float64 {
+		if l1 == nil {
+			return 0
+		}
+		_, n := l1()
+		return float64(n)
+	}))
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.DetailHit = m.DetailResults.WithLabelValues("HIT")
+	m.DetailMiss = m.DetailResults.WithLabelValues("MISS")
+	m.DetailStale = m.DetailResults.WithLabelValues("STALE")
+	m.DetailBypass = m.DetailResults.WithLabelValues("BYPASS")
+	m.L1Hit = m.TierResults.WithLabelValues("l1", "hit")
+	m.L1Stale = m.TierResults.WithLabelValues("l1", "stale")
+	m.L1Miss = m.TierResults.WithLabelValues("l1", "miss")
+	for _, s := range []string{"HIT", "MISS", "STALE", "BYPASS", "ERROR"} {
+		m.DetailResults.WithLabelValues(s)
+	}
+	for _, k := range []string{"longpoll", "sse"} {
+		m.Watchers.WithLabelValues(k)
+	}
+	m.Collapsed.Add(0)
+	return m
+}
+
+// Request counts one answered request. The counter for a (route, code) pair
+// is created once and then only looked up under a read lock.
+func (m *Metrics) Request(route string, code int) {
+	k := routeCode{route, code}
+	m.codesMu.RLock()
+	c, ok := m.codes[k]
+	m.codesMu.RUnlock()
+	if !ok {
+		c = m.Requests.WithLabelValues(route, strconv.Itoa(code))
+		m.codesMu.Lock()
+		m.codes[k] = c
+		m.codesMu.Unlock()
+	}
+	c.Inc()
+}

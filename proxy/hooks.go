@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"anqi-edge/anqicms"
+	"anqi-edge/cache"
+	"anqi-edge/config"
+	"anqi-edge/metrics"
+)
+
+// WriteHooks forwards the writes that change an order and, once AnqiCMS
+// has accepted one (HTTP 200, code 0), invalidates that order before the
+// answer goes back, so the writer's next read sees the change.
+type WriteHooks struct {
+	rules []hookRule
+	up    *Upstream
+	store *cache.Store
+	m     *metrics.Metrics
+	log   *slog.Logger
+	// budget bounds the invalidation, which the client waits for.
+	budget time.Duration
+}
+
+type hookRule struct {
+	method, path []byte
+	source       string // json, form, query
+	field        string
+}
+
+// NewWriteHooks compiles the [[invalidate]] rules.
+func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, store *cache.Store, m *metrics.Metrics, log *slog.Logger) *WriteHooks {
+	w := &WriteHooks{up: up, store: store, m: m, log: log, budget: time.Second}
+	for _, r := range rules {
+		src, field := r.Source()
+		w.rules = append(w.rules, hookRule{method: []byte(r.Method), path: []byte(r.Path), source: src, field: field})
+	}
+	return w
+}
+
+// Match finds the rule for a request, if any. There are a handful of
+// rules, so a scan beats a map keyed by a concatenated string.
+func (w *WriteHooks) Match(method, path []byte) *hookRule {
+	for i := range w.rules {
+		r := &w.rules[i]
+		if bytes.Equal(r.path, path) && bytes.Equal(r.method, method) {
+			return r
+		}
+	}
+	return nil
+}
+
+// Serve forwards a matched write and invalidates on success.
+func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
+	// Write bodies are small JSON or forms; reading them whole is what lets
+	// us find the order id. They are still bounded by max_request_body.
+	body := ctx.Request.Body()
+	order, idErr := r.orderID(ctx, body)
+	if idErr != nil {
+		w.m.HookErrors.WithLabelValues("parse").Inc()
+		w.log.Warn("write hook could not read the order id; forwarding without invalidation",
+			"path", string(r.path), "source", r.source, "field", r.field, "err", idErr)
+	}
+
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	w.up.prepare(ctx, req)
+	req.SetBody(body)
+	start := time.Now()
+	err := w.up.doBuffered(req, resp)
+	observe(w.m, metrics.RouteWrite, start, err)
+	if err != nil {
+		w.log.Warn("upstream write failed", "path", string(r.path), "err", err)
+		writeUpstreamFailure(ctx, err)
+		return
+	}
+	if idErr == nil && resp.StatusCode() == fasthttp.StatusOK && len(resp.Header.ContentEncoding()) == 0 {
+		if code, ok := anqicms.EnvelopeCode(resp.Body()); ok && code == anqicms.CodeOK {
+			w.invalidate(ctx, order, string(r.path))
+		}
+	}
+	resp.Header.CopyTo(&ctx.Response.Header)
+	stripHopResponse(&ctx.Response.Header)
+	ctx.Response.SetBody(resp.Body())
+}
+
+func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, order int64, path string) {
+	ictx, cancel := context.WithTimeout(context.Background(), w.budget)
+	defer cancel()
+	queued, err := w.store.Invalidate(ictx, order)
+	w.m.Invalidations.WithLabelValues("write").Inc()
+	var sb [128]byte
+	site := anqicms.SiteHost(sb[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
+	w.log.Info("order invalidated", "order", order, "site", string(site), "source", "write", "path", path,
+		"queued", queued, "err", err)
+}
+
+var errNoID = errors.New("order id not found")
+
+// orderID reads the rule's id field: json:FIELD (number or numeric string),
+// form:FIELD (urlencoded body) or query:FIELD.
+func (r *hookRule) orderID(ctx *fasthttp.RequestCtx, body []byte) (int64, error) {
+	var raw []byte
+	switch r.source {
+	case "query":
+		raw = ctx.QueryArgs().Peek(r.field)
+	case "form":
+		var args fasthttp.Args
+		args.ParseBytes(body)
+		raw = args.Peek(r.field)
+	case "json":
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(body, &obj); err != nil {
+			return 0, err
+		}
+		raw = bytes.Trim(obj[r.field], `"`)
+	}
+	if len(raw) == 0 {
+		return 0, errNoID
+	}
+	id, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, errors.Join(errNoID, err)
+	}
+	return id, nil
+}
+
+func observe(m *metrics.Metrics, route string, start time.Time, err error) {
+	m.UpstreamLatency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if _, timeout := failure(err); timeout {
+			outcome = "timeout"
+		}
+	}
+	m.UpstreamCalls.WithLabelValues(route, outcome).Inc()
+}
