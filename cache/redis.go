@@ -345,6 +345,10 @@ func (r *Redis) maintain(ctx context.Context) {
 // after the first means messages may have been missed, so L1 is cleared.
 func (r *Redis) subscribe(ctx context.Context) {
 	ps := r.c.Subscribe(ctx, r.o.Channel)
+	// A blocked receive does not watch ctx; closing the subscription does
+	// unblock it.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
 	defer ps.Close()
 	first := true
 	for ctx.Err() == nil {

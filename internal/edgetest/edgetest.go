@@ -1,0 +1,214 @@
+// Package edgetest starts a fake AnqiCMS and anqi-edge replicas in front of
+// it, over real sockets, for integration tests.
+package edgetest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"anqi-edge/anqicms/fake"
+	"anqi-edge/config"
+	"anqi-edge/internal/redistest"
+	"anqi-edge/proxy"
+)
+
+// Secret is the TokenSecret of the fake AnqiCMS.
+const Secret = "fake-secret"
+
+// Options shape an Env.
+type Options struct {
+	// Redis is the address list for anqi-edge; nil = L1 only.
+	Redis []string
+	// Verify sets auth.token_secret to the fake's secret (identity u:<id>);
+	// false leaves it empty (fingerprint identity).
+	Verify bool
+	// Config edits the replica's config after the test defaults are applied.
+	Config func(*config.Config)
+	// Fake reuses an existing fake AnqiCMS; nil starts a new one.
+	Fake *fake.Server
+}
+
+// Env is a fake AnqiCMS plus one anqi-edge replica.
+type Env struct {
+	Fake    *fake.Server
+	FakeURL string
+	Edge    *proxy.Server
+	URL     string // http://127.0.0.1:PORT of the public listener
+	Admin   string // http://127.0.0.1:PORT of the admin listener
+	Config  *config.Config
+	opts    Options
+	prefix  string
+}
+
+// Start brings up the fake (unless given) and one replica. Both stop at
+// test cleanup.
+func Start(t testing.TB, o Options) *Env {
+	t.Helper()
+	e := &Env{opts: o, Fake: o.Fake}
+	if e.Fake == nil {
+		e.Fake = fake.New(fake.Options{TokenSecret: Secret})
+		u, err := e.Fake.Start("127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("fake anqicms: %v", err)
+		}
+		e.FakeURL = u
+		t.Cleanup(func() { e.Fake.Close() })
+	} else {
+		e.FakeURL = fakeURL(t, o.Fake)
+	}
+	e.prefix = strings.NewReplacer(":", "", " ", "").Replace(redistest.Prefix(t))
+	e.Edge, e.Config = e.replica(t, o.Config)
+	e.URL = "http://" + e.Edge.Addr()
+	e.Admin = "http://" + e.Edge.AdminAddr()
+	return e
+}
+
+var fakeURLs = map[*fake.Server]string{}
+
+func fakeURL(t testing.TB, f *fake.Server) string {
+	u, ok := fakeURLs[f]
+	if !ok {
+		t.Fatal("edgetest: Options.Fake must come from an Env started earlier in this test")
+	}
+	return u
+}
+
+// Replica starts another anqi-edge on the same fake and the same Redis key
+// space (a second replica of the same deployment). It returns its public
+// and admin base URLs.
+func (e *Env) Replica(t testing.TB, edit func(*config.Config)) (srv *proxy.Server, url, admin string) {
+	t.Helper()
+	srv, _ = e.replica(t, edit)
+	return srv, "http://" + srv.Addr(), "http://" + srv.AdminAddr()
+}
+
+// Config returns the test defaults for a replica in front of upstream.
+func Config(upstream string, redisAddrs []string, verify bool) *config.Config {
+	c := config.Default()
+	c.Server.Listen = "127.0.0.1:0"
+	c.Admin.Listen = "127.0.0.1:0"
+	c.Server.ShutdownGrace = config.Duration{Duration: 5 * time.Second}
+	c.Upstream.URL = upstream
+	c.Upstream.Timeout = config.Duration{Duration: 2 * time.Second}
+	c.Redis.Addrs = redisAddrs
+	c.Admin.Token = "admin-secret"
+	if verify {
+		c.Auth.TokenSecret = Secret
+	}
+	c.Log.Level = "error"
+	return c
+}
+
+func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*proxy.Server, *config.Config) {
+	t.Helper()
+	fakeURLs[e.Fake] = e.FakeURL
+	c := Config(e.FakeURL, e.opts.Redis, e.opts.Verify)
+	// Every test gets its own key space and channel, so tests sharing one
+	// redis-server never see each other's entries or invalidations.
+	c.Redis.KeyPrefix = "t" + e.prefix
+	c.Redis.Channel = "inv:" + e.prefix
+	if edit != nil {
+		edit(c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("edgetest config: %v", err)
+	}
+	level := slog.LevelError
+	if os.Getenv("ANQI_EDGE_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(logWriter(), &slog.HandlerOptions{Level: level}))
+	srv, err := proxy.New(c, log)
+	if err != nil {
+		t.Fatalf("anqi-edge: %v", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatalf("anqi-edge start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return srv, c
+}
+
+func logWriter() io.Writer {
+	if os.Getenv("ANQI_EDGE_TEST_LOG") != "" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+// Client is an HTTP client with no connection reuse surprises: a short
+// timeout and no transparent gzip (tests check encodings themselves).
+var Client = &http.Client{
+	Timeout:   10 * time.Second,
+	Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256},
+}
+
+// Get sends GET url with headers ("Name: value") and returns the response
+// and its body.
+func Get(t testing.TB, url string, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	return Do(t, http.MethodGet, url, nil, headers...)
+}
+
+// Do sends a request and reads the whole answer.
+func Do(t testing.TB, method, url string, body io.Reader, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatalf("request %s %s: %v", method, url, err)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ":")
+		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if host := req.Header.Get("Host"); host != "" {
+		req.Host = host
+	}
+	resp, err := Client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp, b
+}
+
+// DetailURL is the detail endpoint of base for order id.
+func DetailURL(base string, id int64) string {
+	return base + proxy.DetailPath + "?id=" + itoa(id)
+}
+
+func itoa(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
+}
