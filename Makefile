@@ -22,3 +22,16 @@ fake:
 # demo runs a fake AnqiCMS and anqi-edge in the foreground; Ctrl-C stops both.
 demo: build fake
 	@bash deploy/demo.sh
+
+# bench-deps installs what `make bench` runs beside anqi-edge (Debian/Ubuntu).
+# nginx-light is enough: proxy_cache is part of nginx's core http proxy.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: bench bench-deps
+bench-deps:
+	$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light wrk redis-server
+
+# bench runs the load harness end to end (~5 min) and writes bench/README.md.
+# Shorter runs: BENCH_DURATION=3s BENCH_ROUNDS=1 make bench; BENCH_WRITE=0 leaves the README alone.
+bench:
+	BENCH_INVOKED="make bench" $(GO) run ./bench/cmd/edgebench

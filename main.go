@@ -44,9 +44,18 @@ func run(args, environ []string, stderr io.Writer) int {
 		return purge(args[1:], environ, stderr)
 	}
 	fl := flag.NewFlagSet("anqi-edge", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	// The flag package follows its error with the whole usage text; an
+	// operator gets one line naming the bad flag instead, usage on -h.
+	fl.SetOutput(io.Discard)
 	path := fl.String("config", "config.toml", "config file")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "usage: anqi-edge [-config FILE]\n       anqi-edge purge [-config FILE] -id N [-host H]")
+			fl.SetOutput(stderr)
+			fl.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(stderr, "anqi-edge: %v (see anqi-edge -h)\n", err)
 		return 2
 	}
 	if fl.NArg() > 0 {
@@ -61,6 +70,10 @@ func run(args, environ []string, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 
+	// Catch signals before listening: a SIGTERM that arrives just after the
+	// listeners open must drain, not kill the process.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	srv, err := proxy.New(cfg, log)
 	if err == nil {
 		err = srv.Start()
@@ -69,7 +82,6 @@ func run(args, environ []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	<-ctx.Done()
 	stop()
 	log.Info("shutting down", "grace", cfg.Server.ShutdownGrace.String())

@@ -91,11 +91,26 @@ func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) 
 		}
 	}
 	for host, s := range siteSecrets {
-		if x.sites[host], err = mk(s, true); err != nil {
+		// Requests are matched by SiteHost (lower case, no port); a key
+		// written "Shop.Example.com:443" must still match them.
+		h := string(SiteHost(nil, []byte(host), nil))
+		if x.sites[h], err = mk(s, true); err != nil {
 			return nil, err
 		}
 	}
 	return x, nil
+}
+
+// Close stops the background clean-up goroutines of the verdict memos (at
+// shutdown). The Identifier stays usable.
+func (x *Identifier) Close() {
+	x.fp.verdicts.StopAllGoroutines()
+	if x.def != nil {
+		x.def.verdicts.StopAllGoroutines()
+	}
+	for _, v := range x.sites {
+		v.verdicts.StopAllGoroutines()
+	}
 }
 
 // Verifies reports whether tokens for site are verified with a secret
@@ -142,9 +157,14 @@ var hmacMethods = []string{"HS256", "HS384", "HS512"}
 // judge is the slow path, run once per distinct token.
 func (v *verifier) judge(token []byte, sum [32]byte) *verdict {
 	if v.secret == nil {
-		// Fingerprint mode: the token is opaque to us, but its "t" claim
-		// still tells when AnqiCMS will start renewing it.
-		exp, _ := unverifiedExpiry(token)
+		// Fingerprint mode: the signature cannot be checked, but the payload
+		// still tells when AnqiCMS will start renewing the token. A token
+		// without a string userId and a readable "t" is one AnqiCMS treats
+		// as no token at all, so it is anonymous here too (and bypasses).
+		exp, ok := unverifiedExpiry(token)
+		if !ok {
+			return &verdict{kind: Anonymous}
+		}
 		return &verdict{kind: Fingerprint, id: sum[:], expiry: exp}
 	}
 	claims := jwt.MapClaims{}
@@ -171,7 +191,8 @@ func (v *verifier) judge(token []byte, sum [32]byte) *verdict {
 }
 
 // unverifiedExpiry reads the "t" claim from a JWT's payload without
-// checking the signature. Only used to decide whether to bypass the cache.
+// checking the signature; ok is false unless the payload also carries a
+// non-empty string userId. Only used to decide whether to bypass the cache.
 func unverifiedExpiry(token []byte) (int64, bool) {
 	first, rest, ok := cut(token, '.')
 	if !ok || len(first) == 0 {
@@ -187,9 +208,13 @@ func unverifiedExpiry(token []byte) (int64, bool) {
 		return 0, false
 	}
 	var c struct {
-		T any `json:"t"`
+		UserID any `json:"userId"`
+		T      any `json:"t"`
 	}
 	if json.Unmarshal(raw[:n], &c) != nil {
+		return 0, false
+	}
+	if uid, ok := c.UserID.(string); !ok || uid == "" {
 		return 0, false
 	}
 	switch t := c.T.(type) {

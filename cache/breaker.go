@@ -28,13 +28,16 @@ func (s BreakerState) String() string {
 // breaker skips Redis after `max` consecutive failures, so a dead or slow
 // Redis costs one short timeout per cooldown instead of one per request.
 // After the cooldown a single caller probes; its result closes or reopens.
+// A probe that never reports (a caller that returned early) holds the slot
+// for one cooldown only; then another caller may probe, so a forgotten
+// report cannot leave the breaker half-open for ever.
 type breaker struct {
 	max      int32
 	cooldown time.Duration
 
 	failures  atomic.Int32
 	openUntil atomic.Int64 // unix nanos; 0 = closed
-	probing   atomic.Bool
+	probeAt   atomic.Int64 // unix nanos the probe in flight started; 0 = none
 }
 
 func newBreaker(max int, cooldown time.Duration) *breaker {
@@ -57,7 +60,11 @@ func (b *breaker) allow(now int64) bool {
 	if now < until {
 		return false
 	}
-	return b.probing.CompareAndSwap(false, true)
+	p := b.probeAt.Load()
+	if p != 0 && now-p < int64(b.cooldown) {
+		return false // one probe at a time
+	}
+	return b.probeAt.CompareAndSwap(p, max(now, 1))
 }
 
 func (b *breaker) success() {
@@ -65,13 +72,13 @@ func (b *breaker) success() {
 	if b.openUntil.Load() != 0 {
 		b.openUntil.Store(0)
 	}
-	b.probing.Store(false)
+	b.probeAt.Store(0)
 }
 
 func (b *breaker) failure(now int64) {
-	if b.probing.Load() || b.failures.Add(1) >= b.max {
+	if b.probeAt.Load() != 0 || b.failures.Add(1) >= b.max {
 		b.openUntil.Store(now + int64(b.cooldown))
-		b.probing.Store(false)
+		b.probeAt.Store(0)
 	}
 }
 
@@ -80,7 +87,7 @@ func (b *breaker) state(now int64) BreakerState {
 	switch {
 	case until == 0:
 		return BreakerClosed
-	case b.probing.Load() || now >= until:
+	case b.probeAt.Load() != 0 || now >= until:
 		return BreakerHalfOpen
 	}
 	return BreakerOpen

@@ -111,3 +111,11 @@ func (l *L1) Size() (bytes, entries int64) {
 	}
 	return int64(l.c.WeightedSize()), int64(l.c.EstimatedSize())
 }
+
+// Close stops the cache's background clean-up goroutine (at shutdown). L1
+// stays usable; expired entries are then only dropped as they are read.
+func (l *L1) Close() {
+	if l.c != nil {
+		l.c.StopAllGoroutines()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,18 @@ type Redis struct {
 	m   *metrics.Metrics
 
 	epoch atomic.Int64
+	// Epoch values come from GETs, from the bump script and from pub/sub
+	// messages, on different goroutines and connections. Each read takes a
+	// ticket before it is issued and is adopted only if no later-issued one
+	// was adopted first, so a slow GET cannot move the replica back to an
+	// epoch it already left.
+	epochMu      sync.Mutex
+	epochTick    atomic.Uint64
+	epochApplied uint64
+	// epochFreshUntil (unix nanos) is how long the epoch in use may be
+	// trusted: forever while subscribed (bumps arrive as messages), briefly
+	// after a GET while not. Past it, the next Redis read re-reads P:epoch.
+	epochFreshUntil atomic.Int64
 	// blocked is true while queued invalidations wait; reads and fills skip
 	// Redis until they are applied.
 	blocked    atomic.Bool
@@ -76,6 +89,18 @@ type Redis struct {
 	bumpEpoch  bool
 	subscribed atomic.Bool
 }
+
+// epochTrust is how long an epoch read by GET is used without the
+// subscription vouching for it.
+const epochTrust = 100 * time.Millisecond
+
+// pubsubPing is how long the subscription may stay quiet before it is
+// pinged; a ping unanswered for as long again means the connection is dead
+// even if TCP has not noticed (a silently dropped connection would otherwise
+// lose every message without anyone knowing).
+const pubsubPing = 2 * time.Second
+
+var errNoPong = errors.New("pub/sub connection did not answer a ping")
 
 // genTTL keeps a generation counter well past any entry it guards.
 const genTTL = 7 * 24 * time.Hour
@@ -89,6 +114,13 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], KEYS[2])
 if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
 return 1`)
+	// KEYS: epoch. ARGV: channel, replica id. Bumping and telling every
+	// replica is one step: a bump no one hears of would leave the others
+	// reading the key space it was meant to retire.
+	bumpScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], 'e:' .. n .. ':' .. ARGV[2])
+return n`)
 	// KEYS: gen, index. ARGV: gen ttl ms, channel, message prefix.
 	// The entry keys come from the index and share the {o:N} tag, so they
 	// live in the same cluster slot as the declared keys.
@@ -137,9 +169,28 @@ func (r *Redis) tag(order int64) string {
 	return r.o.Prefix + ":{o:" + strconv.FormatInt(order, 10) + "}"
 }
 
-func (r *Redis) entryKey(k Key) string {
-	return r.tag(k.Order) + ":e:" + strconv.FormatInt(r.epoch.Load(), 10) + ":" + hex.EncodeToString(k.Sum[:])
+func (r *Redis) entryKey(k Key, epoch int64) string {
+	return r.tag(k.Order) + ":e:" + strconv.FormatInt(epoch, 10) + ":" + hex.EncodeToString(k.Sum[:])
 }
+
+// The generation Get hands out (and Fill takes back) is opaque to callers:
+// it carries the epoch the entry key was built with beside the order's
+// Redis counter, so a fill that straddles an epoch bump is dropped instead
+// of writing data read before the bump into the new key space.
+const (
+	genBits  = 32
+	genMask  = 1<<genBits - 1
+	maxEpoch = 1<<(63-genBits) - 1
+)
+
+func packGen(epoch, counter int64) int64 {
+	if epoch < 0 || epoch > maxEpoch || counter < 0 || counter > genMask {
+		return NoGen // out of range: never fill, never wrong
+	}
+	return epoch<<genBits | counter
+}
+
+func unpackGen(gen int64) (epoch, counter int64) { return gen >> genBits, gen & genMask }
 
 func (r *Redis) epochKey() string { return r.o.Prefix + ":epoch" }
 
@@ -164,24 +215,29 @@ func (r *Redis) Get(ctx context.Context, k Key) (e *Entry, gen int64, err error)
 	if !r.usable() {
 		return nil, NoGen, ErrUnavailable
 	}
+	if err := r.ensureEpoch(ctx); err != nil {
+		return nil, NoGen, fmt.Errorf("redis get order %d: %w", k.Order, err)
+	}
+	epoch := r.epoch.Load()
 	tag := r.tag(k.Order)
-	vals, err := r.c.MGet(ctx, tag+":g", r.entryKey(k)).Result()
+	vals, err := r.c.MGet(ctx, tag+":g", r.entryKey(k, epoch)).Result()
 	r.result("get", err)
 	if err != nil {
 		return nil, NoGen, fmt.Errorf("redis get order %d: %w", k.Order, err)
 	}
-	gen = 0
+	var counter int64
 	if s, ok := vals[0].(string); ok {
-		if gen, err = strconv.ParseInt(s, 10, 64); err != nil {
+		if counter, err = strconv.ParseInt(s, 10, 64); err != nil {
 			return nil, NoGen, fmt.Errorf("redis get order %d: generation %q: %w", k.Order, s, err)
 		}
 	}
+	gen = packGen(epoch, counter)
 	s, ok := vals[1].(string)
 	if !ok {
 		return nil, gen, nil
 	}
 	e, err = UnmarshalEntry([]byte(s))
-	if err != nil || int64(e.Gen) != gen {
+	if err != nil || int64(e.Gen) != counter {
 		return nil, gen, nil
 	}
 	return e, gen, nil
@@ -194,12 +250,18 @@ func (r *Redis) Fill(ctx context.Context, k Key, e *Entry, gen int64, ttl time.D
 	if gen == NoGen || !r.usable() {
 		return false, nil
 	}
+	epoch, counter := unpackGen(gen)
+	if epoch != r.epoch.Load() {
+		// The epoch moved since Get: what AnqiCMS answered may predate the
+		// invalidations the bump stands for.
+		return false, nil
+	}
 	stored := *e
-	stored.Gen = uint64(gen)
+	stored.Gen = uint64(counter)
 	val, _ := stored.MarshalBinary()
 	tag := r.tag(k.Order)
-	n, err := fillScript.Run(ctx, r.c, []string{tag + ":g", r.entryKey(k), tag + ":i"},
-		gen, val, ttl.Milliseconds(), (ttl + time.Minute).Milliseconds()).Int()
+	n, err := fillScript.Run(ctx, r.c, []string{tag + ":g", r.entryKey(k, epoch), tag + ":i"},
+		counter, val, ttl.Milliseconds(), (ttl + time.Minute).Milliseconds()).Int()
 	r.result("fill", err)
 	if err != nil {
 		return false, fmt.Errorf("redis fill order %d: %w", k.Order, err)
@@ -238,8 +300,15 @@ func (r *Redis) enqueue(order int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.blocked.Store(true)
+	r.addPendingLocked(order)
+	r.m.RedisPending.Set(float64(len(r.pending)))
+}
+
+// addPendingLocked queues order, or gives up on remembering orders once
+// the queue is full. r.mu must be held.
+func (r *Redis) addPendingLocked(order int64) {
 	if r.bumpEpoch {
-		return
+		return // the bump will cover it
 	}
 	if len(r.pending) >= r.o.QueueMax {
 		// Too many orders to remember: forget them all and, once Redis is
@@ -247,58 +316,113 @@ func (r *Redis) enqueue(order int64) {
 		r.pending = map[int64]struct{}{}
 		r.bumpEpoch = true
 		r.log.Warn("invalidation queue overflowed; the cache epoch will be bumped when Redis answers", "max", r.o.QueueMax)
-	} else {
-		r.pending[order] = struct{}{}
+		return
 	}
-	r.m.RedisPending.Set(float64(len(r.pending)))
+	r.pending[order] = struct{}{}
 }
 
 // drain applies queued invalidations. Reads stay blocked until all are in.
+//
+// It takes the whole queue before touching Redis, so an invalidation that
+// is queued while it runs (a write landing mid-drain, for an order already
+// drained or not) is kept for the next round instead of being lost.
 func (r *Redis) drain(ctx context.Context) {
 	r.mu.Lock()
-	orders := make([]int64, 0, len(r.pending))
-	for o := range r.pending {
-		orders = append(orders, o)
-	}
-	bump := r.bumpEpoch
+	orders, bump := r.pending, r.bumpEpoch
+	r.pending, r.bumpEpoch = map[int64]struct{}{}, false
 	r.mu.Unlock()
 
-	if bump {
-		n, err := r.c.Incr(ctx, r.epochKey()).Result()
-		r.result("epoch", err)
-		if err != nil {
-			return
-		}
-		r.setEpoch(n)
-		r.c.Publish(ctx, r.o.Channel, "e:"+strconv.FormatInt(n, 10)+":"+r.o.ReplicaID)
-		r.log.Warn("cache epoch bumped after invalidation queue overflow", "epoch", n)
-	}
-	for _, o := range orders {
-		if err := r.invalidate(ctx, o); err != nil {
-			return
-		}
-		r.mu.Lock()
-		delete(r.pending, o)
-		r.mu.Unlock()
-	}
+	done := r.applyQueued(ctx, orders, bump)
+
 	r.mu.Lock()
-	if bump {
-		r.bumpEpoch = false
-	}
-	if len(r.pending) == 0 && !r.bumpEpoch {
+	defer r.mu.Unlock()
+	if !done {
+		// Put back what was not applied; newer entries stay.
+		if bump {
+			r.pending, r.bumpEpoch = map[int64]struct{}{}, true
+		}
+		for o := range orders {
+			r.addPendingLocked(o)
+		}
+	} else if len(r.pending) == 0 && !r.bumpEpoch {
 		r.blocked.Store(false)
-		r.log.Info("queued invalidations applied; reading Redis again", "orders", len(orders))
+		r.log.Info("queued invalidations applied; reading Redis again")
 	}
 	r.m.RedisPending.Set(float64(len(r.pending)))
-	r.mu.Unlock()
 }
 
-// setEpoch moves to epoch n; entries of older epochs become unreachable and
-// L1, filled from them, is cleared.
-func (r *Redis) setEpoch(n int64) {
-	if r.epoch.Swap(n) != n {
-		r.m.RedisEpoch.Set(float64(n))
+// applyQueued runs a bump and the invalidations of orders, deleting each
+// from orders once applied. It reports whether all of it went through.
+func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump bool) bool {
+	if bump {
+		ticket := r.epochTick.Add(1)
+		n, err := bumpScript.Run(ctx, r.c, []string{r.epochKey()}, r.o.Channel, r.o.ReplicaID).Int64()
+		r.result("epoch", err)
+		if err != nil {
+			return false
+		}
+		r.setEpoch(n, ticket)
+		r.log.Warn("cache epoch bumped after invalidation queue overflow", "epoch", n)
+	}
+	if !bump && len(orders) == 0 {
+		// Nothing queued: still answer the breaker, which may have let this
+		// call through as its one half-open probe.
+		err := r.c.Ping(ctx).Err()
+		r.result("ping", err)
+		return err == nil
+	}
+	for o := range orders {
+		if err := r.invalidate(ctx, o); err != nil {
+			return false
+		}
+		delete(orders, o)
+	}
+	return true
+}
+
+// setEpoch moves to epoch n, read with ticket; entries of other epochs
+// become unreachable and L1, filled from them, is cleared.
+func (r *Redis) setEpoch(n int64, ticket uint64) {
+	r.epochMu.Lock()
+	if ticket < r.epochApplied {
+		r.epochMu.Unlock()
+		return // a later-issued read already decided
+	}
+	r.epochApplied = ticket
+	old := r.epoch.Swap(n)
+	r.epochMu.Unlock()
+	r.m.RedisEpoch.Set(float64(n))
+	if old != n {
 		r.o.OnClear()
+		r.m.L1Clears.Inc()
+	}
+}
+
+// ensureEpoch re-reads the epoch when the one in use is not vouched for.
+func (r *Redis) ensureEpoch(ctx context.Context) error {
+	if time.Now().UnixNano() < r.epochFreshUntil.Load() {
+		return nil
+	}
+	return r.refreshEpoch(ctx)
+}
+
+// refreshEpoch reads P:epoch and adopts it. Unless the subscription is up
+// (it then delivers every later bump), the value is trusted for epochTrust.
+func (r *Redis) refreshEpoch(ctx context.Context) error {
+	ticket := r.epochTick.Add(1)
+	n, err := r.c.Get(ctx, r.epochKey()).Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		r.result("epoch", err)
+		return fmt.Errorf("reading the cache epoch: %w", err)
+	}
+	r.result("epoch", nil)
+	r.setEpoch(n, ticket)
+	until := time.Now().Add(epochTrust).UnixNano()
+	for {
+		cur := r.epochFreshUntil.Load()
+		if cur >= until || r.epochFreshUntil.CompareAndSwap(cur, until) {
+			return nil
+		}
 	}
 }
 
@@ -341,33 +465,56 @@ func (r *Redis) maintain(ctx context.Context) {
 }
 
 // subscribe listens for other replicas' invalidations. go-redis reconnects
-// a broken subscription by itself and re-sends SUBSCRIBE; every confirmation
-// after the first means messages may have been missed, so L1 is cleared.
+// a connection that fails and re-sends SUBSCRIBE; a connection that goes
+// silent is found by an unanswered ping and replaced. Every confirmation
+// after a failure means messages may have been missed, so L1 is cleared and
+// the epoch re-read.
 func (r *Redis) subscribe(ctx context.Context) {
+	var mu sync.Mutex // guards ps against the closer below
 	ps := r.c.Subscribe(ctx, r.o.Channel)
 	// A blocked receive does not watch ctx; closing the subscription does
 	// unblock it.
-	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		ps.Close()
+		mu.Unlock()
+	})
 	defer stop()
-	defer ps.Close()
-	first := true
+	defer func() {
+		mu.Lock()
+		ps.Close()
+		mu.Unlock()
+	}()
+	// clean: no failure since start, so nothing can have been missed.
+	clean := true
+	awaitingPong := false
 	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, 2*time.Second)
+		msg, err := ps.ReceiveTimeout(ctx, pubsubPing)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			var ne interface{ Timeout() bool }
 			if errors.As(err, &ne) && ne.Timeout() {
-				// Quiet channel: make sure the connection is still there.
-				if perr := ps.Ping(ctx); perr == nil {
-					continue
+				if !awaitingPong {
+					// Quiet channel: make sure the connection is still there.
+					if perr := ps.Ping(ctx); perr == nil {
+						awaitingPong = true
+						continue
+					}
+				} else {
+					// Pinged and heard nothing: the connection is dead even
+					// though TCP has not said so. Start over on a new one.
+					err = errNoPong
+					mu.Lock()
+					ps.Close()
+					ps = r.c.Subscribe(ctx, r.o.Channel)
+					mu.Unlock()
 				}
 			}
-			if r.subscribed.Swap(false) {
-				r.m.PubSubUp.Set(0)
-				r.log.Warn("invalidation subscription lost; L1 will be cleared on reconnect", "err", err)
-			}
+			awaitingPong = false
+			clean = false
+			r.lost(err)
 			select {
 			case <-ctx.Done():
 				return
@@ -375,34 +522,39 @@ func (r *Redis) subscribe(ctx context.Context) {
 			}
 			continue
 		}
+		awaitingPong = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind != "subscribe" {
 				continue
 			}
-			if !first {
+			if !clean {
 				r.o.OnClear()
 				r.m.L1Clears.Inc()
 			}
-			first = false
+			clean = false // any later confirmation follows a reconnect
 			r.subscribed.Store(true)
 			r.m.PubSubUp.Set(1)
-			r.refreshEpoch(ctx)
+			ectx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := r.refreshEpoch(ectx); err == nil {
+				// Every later bump arrives as a message.
+				r.epochFreshUntil.Store(math.MaxInt64)
+			}
+			cancel()
 		case *redis.Message:
 			r.handle(m.Payload)
 		}
 	}
 }
 
-func (r *Redis) refreshEpoch(ctx context.Context) {
-	ectx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	n, err := r.c.Get(ectx, r.epochKey()).Int64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		r.result("epoch", err)
-		return
+// lost records that the subscription is down: bumps of the epoch are no
+// longer heard, so the epoch in use is re-read before Redis is read again.
+func (r *Redis) lost(err error) {
+	r.epochFreshUntil.Store(0)
+	if r.subscribed.Swap(false) {
+		r.m.PubSubUp.Set(0)
+		r.log.Warn("invalidation subscription lost; L1 will be cleared on reconnect", "err", err)
 	}
-	r.setEpoch(n)
 }
 
 // handle applies one pub/sub message: "o:ORDER:REPLICA:GEN" or
@@ -424,7 +576,7 @@ func (r *Redis) handle(payload string) {
 		r.m.Invalidations.WithLabelValues("pubsub").Inc()
 		r.o.OnRemoteInvalidate(n)
 	case "e":
-		r.setEpoch(n)
+		r.setEpoch(n, r.epochTick.Add(1))
 	}
 }
 

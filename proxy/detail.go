@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -66,6 +67,9 @@ type Detail struct {
 	refreshing sync.Map
 	// wait is how long a request waits for a flight before giving up on it.
 	wait time.Duration
+	// fillHook, when set, runs at the start of every fill. Tests only: it
+	// lets them stall or panic a fill at a chosen moment.
+	fillHook atomic.Pointer[func(order int64)]
 }
 
 // NewDetail wires the detail path; redis may be nil.
@@ -257,34 +261,44 @@ func (d *Detail) miss(ctx *fasthttp.RequestCtx, key cache.Key, now time.Time) {
 	// return, so the upstream request is a copy.
 	req := d.upstreamRequest(ctx)
 	me := &leaderHeaders{}
-	ch := d.flights.DoChan(fk, func() (any, error) {
-		me.ran = true
-		return d.fill(req, key, g, me, false)
-	})
 	timer := time.NewTimer(d.wait)
 	defer timer.Stop()
-	select {
-	case r := <-ch:
-		if !me.ran {
-			d.m.Collapsed.Inc()
-		}
-		if r.Err != nil {
-			if errors.Is(r.Err, errFillPanic) {
-				writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
-			} else {
-				writeUpstreamFailure(ctx, r.Err)
+	// A follower whose leader panicked tries once more in a flight of its
+	// own (shared with the other followers that retry): the panic is the
+	// leader's request's failure, not theirs. The retry is bounded by the
+	// same deadline.
+	for attempt := 0; ; attempt++ {
+		ch := d.flights.DoChan(fk, func() (any, error) {
+			me.ran = true
+			return d.fill(req, key, g, me, false)
+		})
+		select {
+		case r := <-ch:
+			if !me.ran {
+				d.m.Collapsed.Inc()
 			}
+			if r.Err != nil {
+				if errors.Is(r.Err, errFillPanic) {
+					if !me.ran && attempt == 0 {
+						continue
+					}
+					writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
+				} else {
+					writeUpstreamFailure(ctx, r.Err)
+				}
+				d.m.DetailResults.WithLabelValues("ERROR").Inc()
+				return
+			}
+			d.write(ctx, r.Val.(*flightResult), me, time.Now().UnixNano())
+		case <-timer.C:
+			// The flight is stuck past every timeout it has: let later requests
+			// start a new one instead of queueing behind it.
+			d.flights.Forget(fk)
+			d.log.Warn("detail flight did not finish in time", "order", key.Order, "waited", d.wait)
 			d.m.DetailResults.WithLabelValues("ERROR").Inc()
-			return
+			writeEnvelope(ctx, fasthttp.StatusGatewayTimeout, upstreamUnavailable)
 		}
-		d.write(ctx, r.Val.(*flightResult), me, time.Now().UnixNano())
-	case <-timer.C:
-		// The flight is stuck past every timeout it has: let later requests
-		// start a new one instead of queueing behind it.
-		d.flights.Forget(fk)
-		d.log.Warn("detail flight did not finish in time", "order", key.Order, "waited", d.wait)
-		d.m.DetailResults.WithLabelValues("ERROR").Inc()
-		writeEnvelope(ctx, fasthttp.StatusGatewayTimeout, upstreamUnavailable)
+		return
 	}
 }
 
@@ -367,8 +381,20 @@ func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *lea
 		}
 	}()
 
+	if h := d.fillHook.Load(); h != nil {
+		(*h)(key.Order)
+	}
+
+	// Look again: between this request's L1 miss and its flight starting,
+	// an earlier flight for the same key may have finished and filled L1
+	// (singleflight only joins flights still running). Without this check
+	// that request would call AnqiCMS a second time, and a burst of
+	// stale-while-revalidate hits could start a second refresh.
 	var stale *cache.Entry // usable only if AnqiCMS fails
-	if e, _ := d.l1.Get(key, time.Now().UnixNano()); e != nil {
+	if e, fresh := d.l1.Get(key, time.Now().UnixNano()); e != nil {
+		if fresh && d.state(e, time.Now().UnixNano()) == stateFresh {
+			return &flightResult{entry: e, label: xHit}, nil
+		}
 		stale = e
 	}
 	rgen := int64(cache.NoGen)

@@ -1,7 +1,13 @@
 package proxy
 
 import (
+	"errors"
+	"io"
+	"time"
+
 	"github.com/valyala/fasthttp"
+
+	"anqi-edge/metrics"
 )
 
 // PassThrough forwards a request to AnqiCMS unchanged and streams the
@@ -10,8 +16,11 @@ import (
 // not cache.
 type PassThrough struct {
 	up *Upstream
-	// onResult, when set, is told the outcome (for metrics and logs).
-	onResult func(route string, start int64, err error)
+	m  *metrics.Metrics // nil: no upstream metrics
+	// maxBody is server.max_request_body. Bodies with a declared length are
+	// refused before routing (Server.handle); chunked ones are cut off here
+	// as they stream.
+	maxBody int64
 }
 
 // Serve forwards ctx's request.
@@ -19,17 +28,28 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	p.up.prepare(ctx, req)
-	if ctx.Request.IsBodyStream() {
-		// Uploads are streamed through, never held whole in memory; the
-		// server already refused bodies over server.max_request_body.
-		req.SetBodyStream(ctx.RequestBodyStream(), ctx.Request.Header.ContentLength())
+	if stream := ctx.RequestBodyStream(); false && stream != nil {
+		// Uploads are streamed through, never held whole in memory.
+		if p.maxBody > 0 {
+			stream = &limitedBody{r: stream, left: p.maxBody}
+		}
+		req.SetBodyStream(stream, ctx.Request.Header.ContentLength())
 	} else {
 		req.SetBodyRaw(ctx.Request.Body())
 	}
 
 	resp := fasthttp.AcquireResponse()
-	if err := p.up.streaming.DoDeadline(req, resp, deadline(p.up.timeout)); err != nil {
+	start := time.Now()
+	err := p.up.streaming.DoDeadline(req, resp, deadline(p.up.timeout))
+	if p.m != nil {
+		observe(p.m, metrics.RoutePassThrough, start, err)
+	}
+	if err != nil {
 		fasthttp.ReleaseResponse(resp)
+		if errors.Is(err, errBodyTooLarge) {
+			writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+			return err
+		}
 		writeUpstreamFailure(ctx, err)
 		return err
 	}
@@ -37,6 +57,7 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	stripHopResponse(&ctx.Response.Header)
 	if ctx.IsHead() {
 		ctx.Response.SkipBody = true
+		resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
 		return nil
 	}
@@ -47,4 +68,31 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	ctx.Response.SetBody(resp.Body())
 	fasthttp.ReleaseResponse(resp)
 	return nil
+}
+
+var errBodyTooLarge = errors.New("request body exceeds server.max_request_body")
+
+// limitedBody fails a streamed request body once it passes the limit, so a
+// chunked upload (no declared length) cannot push more than
+// server.max_request_body to AnqiCMS: the upstream request breaks off
+// unfinished and the client gets 413.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	// Read one byte past the limit to tell "exactly the limit" from "over".
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	return n, err
 }

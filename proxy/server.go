@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,14 +47,17 @@ type Server struct {
 	admin     *http.Server
 	ln, adLn  net.Listener
 	replicaID string
+	maxBody   int64 // server.max_request_body
 	reqSeq    atomic.Uint64
 	draining  atomic.Bool
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
 
-	// extra routes, for tests only.
-	extra map[string]fasthttp.RequestHandler
+	// extra holds test-only routes (path -> handler), consulted before
+	// pass-through. Copy-on-write behind an atomic pointer, so a test may add
+	// routes after Start while traffic flows; nil in production.
+	extra atomic.Pointer[map[string]fasthttp.RequestHandler]
 }
 
 // New builds a replica from cfg. Nothing listens until Start.
@@ -61,7 +65,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, maxBody: int64(cfg.Server.MaxRequestBody)}
 	var idb [6]byte
 	rand.Read(idb[:])
 	s.replicaID = hex.EncodeToString(idb[:])
@@ -118,7 +122,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		s.store.Redis = s.redis
 	}
 
-	s.pass = &PassThrough{up: s.up}
+	s.pass = &PassThrough{up: s.up, m: s.m, maxBody: int64(cfg.Server.MaxRequestBody)}
 	s.detail = NewDetail(DetailOptions{
 		TTL:                  c.TTL.Duration,
 		StaleWhileRevalidate: c.StaleWhileRevalidate.Duration,
@@ -139,6 +143,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		IdleTimeout:                  cfg.Server.IdleTimeout.Duration,
 		MaxRequestBodySize:           int(cfg.Server.MaxRequestBody),
 		StreamRequestBody:            true,
+		ExpectHandler:                s.expectContinue,
 		Concurrency:                  cfg.Server.Concurrency,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
@@ -217,6 +222,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.rdb != nil {
 		s.rdb.Close()
 	}
+	s.store.L1.Close()
+	s.detail.ids.Close()
 	return errors.Join(err, aerr)
 }
 
@@ -243,6 +250,14 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	}()
 	s.requestID(ctx)
 
+	// fasthttp streams request bodies and does not enforce
+	// MaxRequestBodySize on streams, so the limit is applied here: a
+	// declared length over it is refused before anything reaches AnqiCMS.
+	if int64(ctx.Request.Header.ContentLength()) > s.maxBody {
+		writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		return
+	}
+
 	path := ctx.Path()
 	switch {
 	case string(path) == DetailPath:
@@ -251,15 +266,51 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	default:
 		if r := s.hooks.Match(ctx.Method(), path); r != nil {
 			route = metrics.RouteWrite
-			s.hooks.Serve(ctx, r)
+			if s.bufferBody(ctx) {
+				s.hooks.Serve(ctx, r)
+			}
 			return
 		}
-		if h, ok := s.extra[string(path)]; ok {
-			h(ctx)
-			return
+		if extra := s.extra.Load(); extra != nil {
+			if h, ok := (*extra)[string(path)]; ok {
+				h(ctx)
+				return
+			}
 		}
 		s.pass.Serve(ctx)
 	}
+}
+
+// expectContinue answers "Expect: 100-continue": an upload whose declared
+// length is over server.max_request_body is refused with 413 before the
+// client sends it (fasthttp writes the bare status and closes).
+func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
+	if int64(ctx.Request.Header.ContentLength()) > s.maxBody {
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
+}
+
+// bufferBody reads a streamed request body whole, for handlers that must
+// see all of it (write hooks look for the order id). It stops one byte past
+// server.max_request_body, which only a chunked body can reach, and answers
+// 413 then, or 400 when the body breaks off; it reports whether to go on.
+func (s *Server) bufferBody(ctx *fasthttp.RequestCtx) bool {
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		return true
+	}
+	body, err := io.ReadAll(io.LimitReader(stream, s.maxBody+1))
+	switch {
+	case err != nil:
+		writeEnvelope(ctx, fasthttp.StatusBadRequest, badRequest)
+		return false
+	case int64(len(body)) > s.maxBody:
+		writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+		return false
+	}
+	ctx.Request.SetBodyRaw(body)
+	return true
 }
 
 // requestID makes sure every request carries X-Request-Id, upstream and back.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +33,10 @@ type Options struct {
 	Config func(*config.Config)
 	// Fake reuses an existing fake AnqiCMS; nil starts a new one.
 	Fake *fake.Server
+	// FakeOptions configures the fake started when Fake is nil (sites,
+	// per-site secrets, latency); nil = fake.Options{TokenSecret: Secret}.
+	// An empty TokenSecret is set to Secret.
+	FakeOptions *fake.Options
 }
 
 // Env is a fake AnqiCMS plus one anqi-edge replica.
@@ -52,7 +57,14 @@ func Start(t testing.TB, o Options) *Env {
 	t.Helper()
 	e := &Env{opts: o, Fake: o.Fake}
 	if e.Fake == nil {
-		e.Fake = fake.New(fake.Options{TokenSecret: Secret})
+		fo := fake.Options{TokenSecret: Secret}
+		if o.FakeOptions != nil {
+			fo = *o.FakeOptions
+			if fo.TokenSecret == "" {
+				fo.TokenSecret = Secret
+			}
+		}
+		e.Fake = fake.New(fo)
 		u, err := e.Fake.Start("127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("fake anqicms: %v", err)
@@ -69,10 +81,16 @@ func Start(t testing.TB, o Options) *Env {
 	return e
 }
 
-var fakeURLs = map[*fake.Server]string{}
+// fakeURLs remembers each started fake's URL; parallel tests share it.
+var (
+	fakeURLsMu sync.Mutex
+	fakeURLs   = map[*fake.Server]string{}
+)
 
 func fakeURL(t testing.TB, f *fake.Server) string {
+	fakeURLsMu.Lock()
 	u, ok := fakeURLs[f]
+	fakeURLsMu.Unlock()
 	if !ok {
 		t.Fatal("edgetest: Options.Fake must come from an Env started earlier in this test")
 	}
@@ -107,7 +125,9 @@ func Config(upstream string, redisAddrs []string, verify bool) *config.Config {
 
 func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*proxy.Server, *config.Config) {
 	t.Helper()
+	fakeURLsMu.Lock()
 	fakeURLs[e.Fake] = e.FakeURL
+	fakeURLsMu.Unlock()
 	c := Config(e.FakeURL, e.opts.Redis, e.opts.Verify)
 	// Every test gets its own key space and channel, so tests sharing one
 	// redis-server never see each other's entries or invalidations.
@@ -132,6 +152,10 @@ func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*proxy.Server, *
 		t.Fatalf("anqi-edge start: %v", err)
 	}
 	t.Cleanup(func() {
+		// A connection the client dialled but never used counts as busy for
+		// its first 5s (fasthttp, like net/http), and Shutdown would wait for
+		// it; drop the client's idle ones first.
+		Client.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)

@@ -1,0 +1,203 @@
+// Command edgebench is anqi-edge's load harness. It runs, on 127.0.0.1 only:
+// the fake AnqiCMS (in this process, with a latency on the detail path), a
+// private redis-server, three anqi-edge set-ups (L1 only, L1 + Redis, Redis
+// only) and nginx with proxy_cache in front of the same fake, and then
+//
+//   - hot key: wrk against the same cached detail URL on every system, in
+//     interleaved rounds, reporting the median req/s and p99;
+//   - cold-key storm: N concurrent requests for one cold order, released
+//     together, counting the upstream calls the fake saw;
+//   - polling: N clients polling one order, counting upstream calls per
+//     cache.ttl window.
+//
+// It prints Markdown tables and writes them into bench/README.md between the
+// markers <!-- bench:begin --> and <!-- bench:end -->.
+//
+// Run it with `make bench` (after `make bench-deps`), or
+//
+//	go run ./bench/cmd/edgebench [-duration 10s] [-rounds 3] [-write=false]
+//
+// BENCH_DURATION, BENCH_ROUNDS, BENCH_POLL_DURATION, BENCH_PROFILE
+// (auto|always|never) and BENCH_WRITE (0 = do not touch bench/README.md)
+// set the defaults of the matching flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	duration       time.Duration
+	rounds         int
+	threads        int
+	conns          int
+	detailLatency  time.Duration
+	storm          int
+	pollClients    int
+	pollInterval   time.Duration
+	pollDuration   time.Duration
+	pollTTL        time.Duration
+	readme         string
+	write          bool
+	profile        string
+	profileSeconds int
+	keep           bool
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var o options
+	fl := flag.NewFlagSet("edgebench", flag.ContinueOnError)
+	fl.DurationVar(&o.duration, "duration", envDuration("BENCH_DURATION", 10*time.Second), "wrk duration of one round (env BENCH_DURATION)")
+	fl.IntVar(&o.rounds, "rounds", envInt("BENCH_ROUNDS", 3), "interleaved wrk rounds per system (env BENCH_ROUNDS)")
+	fl.IntVar(&o.threads, "threads", 2, "wrk threads (keep at 1 or 2 on a 2-core machine)")
+	fl.IntVar(&o.conns, "conns", 64, "wrk connections")
+	fl.DurationVar(&o.detailLatency, "detail-latency", 20*time.Millisecond, "fake AnqiCMS latency on the detail path")
+	fl.IntVar(&o.storm, "storm", 1000, "concurrent requests in the cold-key storm")
+	fl.IntVar(&o.pollClients, "poll-clients", 200, "clients in the polling test")
+	fl.DurationVar(&o.pollInterval, "poll-interval", 250*time.Millisecond, "interval between one client's polls")
+	fl.DurationVar(&o.pollDuration, "poll-duration", envDuration("BENCH_POLL_DURATION", 10*time.Second), "length of the polling test per system (env BENCH_POLL_DURATION)")
+	fl.DurationVar(&o.pollTTL, "poll-ttl", 2*time.Second, "cache.ttl (and nginx proxy_cache_valid) in the polling test")
+	fl.StringVar(&o.readme, "readme", "", "README to update (default bench/README.md of this module)")
+	fl.BoolVar(&o.write, "write", os.Getenv("BENCH_WRITE") != "0", "write the results into the README (env BENCH_WRITE=0 to skip)")
+	fl.StringVar(&o.profile, "profile", envString("BENCH_PROFILE", "auto"), "CPU profile of anqi-edge L1 under wrk: auto (when L1 < 1.5x nginx), always, never (env BENCH_PROFILE)")
+	fl.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of the CPU profile")
+	fl.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, profile)")
+	if err := fl.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "edgebench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "edgebench:", err)
+		return 1
+	}
+	return 0
+}
+
+func (o *options) check() error {
+	switch {
+	case o.duration < time.Second:
+		return fmt.Errorf("-duration must be at least 1s, got %s", o.duration)
+	case o.rounds < 1:
+		return fmt.Errorf("-rounds must be at least 1, got %d", o.rounds)
+	case o.threads < 1 || o.conns < o.threads:
+		return fmt.Errorf("-threads must be >= 1 and <= -conns, got %d and %d", o.threads, o.conns)
+	case o.storm < 1 || o.storm > 10000:
+		return fmt.Errorf("-storm must be between 1 and 10000, got %d", o.storm)
+	case o.pollClients < 1 || o.pollClients > 5000:
+		return fmt.Errorf("-poll-clients must be between 1 and 5000, got %d", o.pollClients)
+	case o.pollInterval <= 0 || o.pollTTL <= 0 || o.pollDuration < o.pollTTL:
+		return fmt.Errorf("-poll-interval and -poll-ttl must be > 0 and -poll-duration >= -poll-ttl")
+	case o.profile != "auto" && o.profile != "always" && o.profile != "never":
+		return fmt.Errorf("-profile must be auto, always or never, got %q", o.profile)
+	case o.profileSeconds < 1 || o.profileSeconds > 60:
+		return fmt.Errorf("-profile-seconds must be between 1 and 60, got %d", o.profileSeconds)
+	}
+	return nil
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v := os.Getenv(key); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		if n, err := strconv.Atoi(v); err == nil { // plain seconds, as wrk takes them
+			return time.Duration(n) * time.Second
+		}
+		fmt.Fprintf(os.Stderr, "edgebench: ignoring %s=%q (want a duration such as 5s)\n", key, v)
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	if v := os.Getenv(key); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		fmt.Fprintf(os.Stderr, "edgebench: ignoring %s=%q (want an integer)\n", key, v)
+	}
+	return def
+}
+
+func envString(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// moduleRoot finds the directory of anqi-edge's go.mod above the working
+// directory.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for range 64 {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module anqi-edge") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return "", errors.New("run edgebench inside the anqi-edge module (no go.mod with module anqi-edge above the working directory)")
+}
+
+// tools holds the paths of the external programs, filled by needTools.
+var tools = map[string]string{}
+
+// needTools finds the external programs before anything starts. nginx and
+// redis-server live in /usr/sbin, which is not on every user's PATH.
+func needTools() error {
+	var missing []string
+	for _, t := range []string{"wrk", "nginx", "redis-server", "go"} {
+		p, err := exec.LookPath(t)
+		if err != nil {
+			for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+				if fi, e := os.Stat(filepath.Join(dir, t)); e == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+					p, err = filepath.Join(dir, t), nil
+					break
+				}
+			}
+		}
+		if err != nil {
+			missing = append(missing, t)
+			continue
+		}
+		tools[t] = p
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("not found: %s (run `make bench-deps`)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+var started = time.Now()
+
+// logf reports progress on stderr with the elapsed time.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(started).Seconds(), fmt.Sprintf(format, args...))
+}

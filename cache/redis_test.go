@@ -1,0 +1,671 @@
+package cache
+
+// Tests of the Redis tier against real redis-server processes
+// (internal/redistest): the generation guard, invalidation across
+// replicas, the queue that holds invalidations while Redis is unreachable,
+// the global epoch, the subscription's failure modes, and Redis Cluster.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"anqi-edge/internal/redistest"
+	"anqi-edge/metrics"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-redis parks a pool reaper per client until Close; the clients
+		// are closed in cleanups, but its timer goroutine can lag a moment.
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// tier is one replica's Redis tier with its callbacks recorded.
+type tier struct {
+	r      *Redis
+	m      *metrics.Metrics
+	c      redis.UniversalClient
+	clears atomic.Int64
+	mu     sync.Mutex
+	remote []int64
+}
+
+func (tr *tier) heard(order int64) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, o := range tr.remote {
+		if o == order {
+			return true
+		}
+	}
+	return false
+}
+
+type tierOpts struct {
+	addrs   []string
+	cluster bool
+	prefix  string
+	channel string
+	replica string
+	edit    func(*RedisOptions)
+}
+
+func newTier(t *testing.T, o tierOpts) *tier {
+	t.Helper()
+	c := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:                 o.addrs,
+		IsClusterMode:         o.cluster,
+		DialTimeout:           250 * time.Millisecond,
+		ReadTimeout:           time.Second,
+		WriteTimeout:          time.Second,
+		MaxRetries:            -1,
+		ContextTimeoutEnabled: true,
+	})
+	t.Cleanup(func() { c.Close() })
+	tr := &tier{m: metrics.New(nil), c: c}
+	opts := RedisOptions{
+		Client:             c,
+		Prefix:             o.prefix,
+		Channel:            o.channel,
+		ReplicaID:          o.replica,
+		BreakerCooldown:    100 * time.Millisecond,
+		OnRemoteInvalidate: func(order int64) { tr.mu.Lock(); tr.remote = append(tr.remote, order); tr.mu.Unlock() },
+		OnClear:            func() { tr.clears.Add(1) },
+		Metrics:            tr.m,
+		Log:                discardLog,
+	}
+	if o.edit != nil {
+		o.edit(&opts)
+	}
+	tr.r = NewRedis(opts)
+	return tr
+}
+
+// run starts the tier's subscription and maintenance until the test ends.
+func (tr *tier) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tr.r.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+func (tr *tier) metric(name string) float64 {
+	mfs, err := tr.m.Registry.Gather()
+	if err != nil {
+		panic(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// pair is two replicas sharing a key space and channel.
+func pair(t *testing.T, addrs []string, cluster bool, edit func(*RedisOptions)) (a, b *tier) {
+	t.Helper()
+	p := strings.NewReplacer(":", "", "/", "_").Replace(redistest.Prefix(t))
+	o := tierOpts{addrs: addrs, cluster: cluster, prefix: "t" + p, channel: "inv:" + p, edit: edit}
+	o.replica = "A"
+	a = newTier(t, o)
+	o.replica = "B"
+	b = newTier(t, o)
+	return a, b
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 10s waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waitSubscribed(t *testing.T, tiers ...*tier) {
+	t.Helper()
+	for _, tr := range tiers {
+		eventually(t, "subscription of "+tr.r.o.ReplicaID, tr.r.subscribed.Load)
+	}
+}
+
+func testKey(order int64, user string) Key {
+	return MakeKey(order, KeyParts{Site: []byte("example.com"), Identity: 1, ID: []byte(user)})
+}
+
+func testEntry(body string) *Entry {
+	return NewEntry([]byte(body), []byte("application/json"), false, time.Now())
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fill reads k's generation and fills it, as the detail path does.
+func fill(t *testing.T, tr *tier, k Key, body string) {
+	t.Helper()
+	ctx := ctxT(t)
+	_, gen, err := tr.r.Get(ctx, k)
+	if err != nil {
+		t.Fatalf("get before fill: %v", err)
+	}
+	ok, err := tr.r.Fill(ctx, k, testEntry(body), gen, time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("fill order %d: stored=%v err=%v", k.Order, ok, err)
+	}
+}
+
+func get(t *testing.T, tr *tier, k Key) (string, bool) {
+	t.Helper()
+	e, _, err := tr.r.Get(ctxT(t), k)
+	if err != nil {
+		t.Fatalf("get order %d: %v", k.Order, err)
+	}
+	if e == nil {
+		return "", false
+	}
+	return string(e.Body), true
+}
+
+// --- the generation guard ----------------------------------------------------
+
+func TestRedis_FillOvertakenByAnInvalidationIsNotStored(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	ctx := ctxT(t)
+	k := testKey(7, "u1")
+	_, gen, err := a.r.Get(ctx, k) // before asking AnqiCMS
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.r.Invalidate(ctx, 7); err != nil { // lands while AnqiCMS answers
+		t.Fatal(err)
+	}
+	ok, err := a.r.Fill(ctx, k, testEntry("stale"), gen, time.Minute)
+	if err != nil || ok {
+		t.Fatalf("fill under an old generation: stored=%v err=%v, want dropped", ok, err)
+	}
+	if body, ok := get(t, a, k); ok {
+		t.Fatalf("Redis serves %q after the fill was dropped", body)
+	}
+	fill(t, a, k, "fresh")
+	if body, _ := get(t, a, k); body != "fresh" {
+		t.Fatalf("after a fill under the current generation: %q", body)
+	}
+}
+
+func TestRedis_InvalidateDropsEveryIdentitysEntryOfTheOrderOnly(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		fill(t, a, testKey(7, u), "order 7 for "+u)
+	}
+	fill(t, a, testKey(8, "u1"), "order 8")
+	if _, err := a.r.Invalidate(ctxT(t), 7); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"u1", "u2", "u3"} {
+		if body, ok := get(t, a, testKey(7, u)); ok {
+			t.Errorf("order 7 for %s survived the invalidation: %q", u, body)
+		}
+	}
+	if body, ok := get(t, a, testKey(8, "u1")); !ok || body != "order 8" {
+		t.Errorf("order 8 was dropped with order 7: %q %v", body, ok)
+	}
+	n, err := a.c.Exists(ctxT(t), a.r.tag(7)+":i").Result()
+	if err != nil || n != 0 {
+		t.Errorf("order 7's index survived: exists=%d err=%v", n, err)
+	}
+}
+
+// --- pub/sub between replicas -------------------------------------------------
+
+func TestRedis_OtherReplicasHearAnInvalidationTheSenderDoesNot(t *testing.T) {
+	a, b := pair(t, []string{redistest.Shared(t)}, false, nil)
+	a.run(t)
+	b.run(t)
+	waitSubscribed(t, a, b)
+	if _, err := a.r.Invalidate(ctxT(t), 42); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B to hear order 42", func() bool { return b.heard(42) })
+	// A's own message has come back to A by the time B's has reached B
+	// (same server, same channel); give it a moment more anyway.
+	time.Sleep(50 * time.Millisecond)
+	if a.heard(42) {
+		t.Fatal("A applied its own invalidation a second time")
+	}
+	if n := b.metric("anqi_edge_invalidations_total"); n != 1 {
+		t.Errorf("B counted %v pub/sub invalidations, want 1", n)
+	}
+}
+
+func TestRedis_ClusterRunsTheScriptsAndPubSubForEverySlot(t *testing.T) {
+	addrs := redistest.StartCluster(t).Addrs()
+	a, b := pair(t, addrs, true, nil)
+	a.run(t)
+	b.run(t)
+	waitSubscribed(t, a, b)
+	cc := a.c.(*redis.ClusterClient)
+	nodes := map[string]bool{}
+	for order := int64(1); order <= 24; order++ {
+		node, err := cc.MasterForKey(ctxT(t), a.r.tag(order)+":g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[node.String()] = true
+		for _, u := range []string{"u1", "u2"} {
+			fill(t, a, testKey(order, u), fmt.Sprintf("order %d for %s", order, u))
+			if body, ok := get(t, b, testKey(order, u)); !ok || body != fmt.Sprintf("order %d for %s", order, u) {
+				t.Fatalf("B reading A's fill of order %d: %q %v", order, body, ok)
+			}
+		}
+		if _, err := b.r.Invalidate(ctxT(t), order); err != nil {
+			t.Fatalf("invalidate order %d on the cluster: %v", order, err)
+		}
+		eventually(t, fmt.Sprintf("A to hear order %d", order), func() bool { return a.heard(order) })
+		if _, ok := get(t, a, testKey(order, "u1")); ok {
+			t.Fatalf("order %d survived its invalidation on the cluster", order)
+		}
+	}
+	if len(nodes) != 3 {
+		t.Errorf("orders 1..24 landed on %d masters, want all 3", len(nodes))
+	}
+	// The epoch bump is a script too; it must reach every replica.
+	a.r.enqueue(1)
+	a.r.mu.Lock()
+	a.r.bumpEpoch = true
+	a.r.mu.Unlock()
+	a.r.drain(ctxT(t))
+	eventually(t, "B to move to epoch 1", func() bool { return b.r.epoch.Load() == 1 })
+	for _, tr := range []*tier{a, b} {
+		if n := tr.metric("anqi_edge_redis_errors_total"); n != 0 {
+			t.Errorf("replica %s: %v Redis errors on the cluster (CROSSSLOT?)", tr.r.o.ReplicaID, n)
+		}
+	}
+}
+
+func TestRedis_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	a.run(t)
+	waitSubscribed(t, a)
+	if a.clears.Load() != 0 {
+		t.Fatalf("a clean start cleared L1 %d times", a.clears.Load())
+	}
+	srv.Kill()
+	eventually(t, "the subscription to be reported down", func() bool {
+		return !a.r.subscribed.Load() && a.metric("anqi_edge_pubsub_up") == 0
+	})
+	srv.Restart(t)
+	waitSubscribed(t, a)
+	if a.clears.Load() < 1 || a.metric("anqi_edge_l1_clears_total") < 1 {
+		t.Fatalf("reconnect cleared L1 %d times (metric %v), want at least once",
+			a.clears.Load(), a.metric("anqi_edge_l1_clears_total"))
+	}
+	if a.metric("anqi_edge_pubsub_up") != 1 {
+		t.Fatal("anqi_edge_pubsub_up is not 1 after the reconnect")
+	}
+	// And it is a working subscription again.
+	if _, err := b.r.Invalidate(ctxT(t), 9); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A to hear order 9 after the reconnect", func() bool { return a.heard(9) })
+}
+
+// gate forwards TCP to Redis and can turn into a black hole: connections
+// stay open but every byte is dropped, as when a NAT or load balancer
+// silently forgets a connection. TCP then reports nothing for minutes.
+type gate struct {
+	ln     net.Listener
+	target string
+	hole   atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func startGate(t *testing.T, target string) *gate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{ln: ln, target: target}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, time.Second)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			g.mu.Lock()
+			g.conns = append(g.conns, c, up)
+			g.mu.Unlock()
+			g.wg.Add(2)
+			go g.pipe(up, c)
+			go g.pipe(c, up)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		g.mu.Lock()
+		for _, c := range g.conns {
+			c.Close()
+		}
+		g.mu.Unlock()
+		g.wg.Wait()
+	})
+	return g
+}
+
+func (g *gate) pipe(dst, src net.Conn) {
+	defer g.wg.Done()
+	defer dst.Close()
+	defer src.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !g.hole.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func TestRedis_SilentlyDeadSubscriptionIsNoticedAndReplaced(t *testing.T) {
+	addr := redistest.Shared(t)
+	g := startGate(t, addr)
+	a, b := pair(t, []string{addr}, false, nil)
+	a.r.o.Client.Close()
+	// A reaches Redis through the gate; B directly.
+	ac := redis.NewClient(&redis.Options{Addr: g.ln.Addr().String(), DialTimeout: 250 * time.Millisecond,
+		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { ac.Close() })
+	a.r.o.Client, a.r.c = ac, ac
+	a.run(t)
+	waitSubscribed(t, a)
+
+	g.hole.Store(true)
+	if _, err := b.r.Invalidate(ctxT(t), 5); err != nil { // lost on the way to A
+		t.Fatal(err)
+	}
+	// Two ping intervals and a little: quiet, then an unanswered ping.
+	eventually(t, "A to notice the dead subscription", func() bool { return !a.r.subscribed.Load() })
+	if a.metric("anqi_edge_pubsub_up") != 0 {
+		t.Error("anqi_edge_pubsub_up stayed 1 on a dead subscription")
+	}
+	g.hole.Store(false)
+	eventually(t, "A to subscribe again and clear L1", func() bool {
+		return a.r.subscribed.Load() && a.clears.Load() > 0
+	})
+	if a.heard(5) {
+		t.Log("the invalidation of order 5 made it through the black hole after all")
+	}
+}
+
+// --- Redis unreachable: the queue and the epoch --------------------------------
+
+func TestRedis_InvalidationsQueuedWhileDownApplyBeforeReadsResume(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	k := testKey(3, "u1")
+	fill(t, a, k, "before")
+	a.run(t)
+	waitSubscribed(t, a)
+
+	srv.Kill()
+	queued, _ := a.r.Invalidate(ctxT(t), 3)
+	if !queued {
+		t.Fatal("an invalidation with Redis down was not queued")
+	}
+	if _, _, err := a.r.Get(ctxT(t), k); err == nil {
+		t.Fatal("Get read Redis with an invalidation pending")
+	}
+	if ok, _ := a.r.Fill(ctxT(t), k, testEntry("x"), packGen(0, 0), time.Minute); ok {
+		t.Fatal("Fill wrote to Redis with an invalidation pending")
+	}
+	if st := a.r.Status(ctxT(t)); st.Pending != 1 {
+		t.Fatalf("status reports %d pending, want 1", st.Pending)
+	}
+
+	srv.Restart(t)
+	// Restart lost the data; put an entry from before the change back, as a
+	// Redis that kept its data would still hold it, to see the queue drop it.
+	fill(t, b, k, "before")
+	eventually(t, "the queue to drain", func() bool { return !a.r.blocked.Load() })
+	if body, ok := get(t, a, k); ok {
+		t.Fatalf("the entry from before the change survived the drain: %q", body)
+	}
+	if st := a.r.Status(ctxT(t)); st.Pending != 0 || st.Breaker != "closed" {
+		t.Fatalf("after the drain: %+v", st)
+	}
+}
+
+// hookFunc runs after every command a client processes.
+type hookFunc func(cmd redis.Cmder)
+
+func (h hookFunc) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h hookFunc) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h hookFunc) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h(cmd)
+		return err
+	}
+}
+
+func isScript(cmd redis.Cmder) bool {
+	n := strings.ToLower(cmd.Name())
+	return n == "evalsha" || n == "eval"
+}
+
+func TestRedis_InvalidationArrivingDuringADrainIsNotLost(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	a.r.enqueue(5)
+	var once sync.Once
+	a.c.AddHook(hookFunc(func(cmd redis.Cmder) {
+		if isScript(cmd) {
+			// A write to order 5 lands right after its queued invalidation
+			// ran, before the drain is done.
+			once.Do(func() { a.r.enqueue(5) })
+		}
+	}))
+	a.r.drain(ctxT(t))
+	if !a.r.blocked.Load() {
+		t.Fatal("the drain unblocked reads with an invalidation still to apply")
+	}
+	a.r.drain(ctxT(t))
+	if a.r.blocked.Load() {
+		t.Fatal("the second drain did not finish the queue")
+	}
+	if g, _ := a.c.Get(ctxT(t), a.r.tag(5)+":g").Int(); g != 2 {
+		t.Fatalf("order 5's generation is %d, want 2 (both invalidations applied)", g)
+	}
+}
+
+func TestRedis_InvalidationArrivingDuringAnEpochBumpIsNotLost(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, func(o *RedisOptions) { o.QueueMax = 1 })
+	a.r.enqueue(1)
+	a.r.enqueue(2) // overflow
+	var once sync.Once
+	a.c.AddHook(hookFunc(func(cmd redis.Cmder) {
+		if isScript(cmd) {
+			once.Do(func() { a.r.enqueue(6) })
+		}
+	}))
+	a.r.drain(ctxT(t))
+	if a.r.epoch.Load() != 1 {
+		t.Fatalf("epoch %d after the overflow drain, want 1", a.r.epoch.Load())
+	}
+	if !a.r.blocked.Load() {
+		t.Fatal("reads resumed with order 6's invalidation (queued during the bump) dropped")
+	}
+	a.r.drain(ctxT(t))
+	if g, _ := a.c.Get(ctxT(t), a.r.tag(6)+":g").Int(); g != 1 {
+		t.Fatalf("order 6's generation is %d, want 1", g)
+	}
+}
+
+func TestRedis_QueueOverflowBumpsTheEpochForEveryReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, func(o *RedisOptions) { o.QueueMax = 2 })
+	a.run(t)
+	b.run(t)
+	waitSubscribed(t, a, b)
+	k := testKey(4, "u1")
+	fill(t, b, k, "epoch 0")
+
+	srv.Kill()
+	for o := int64(1); o <= 3; o++ {
+		if q, _ := a.r.Invalidate(ctxT(t), o); !q {
+			t.Fatalf("order %d not queued with Redis down", o)
+		}
+	}
+	srv.Restart(t)
+	fill(t, b, k, "epoch 0") // as if Redis had kept it
+	clearsB := b.clears.Load()
+	eventually(t, "A to drain with an epoch bump", func() bool { return !a.r.blocked.Load() })
+	if a.r.epoch.Load() < 1 || a.metric("anqi_edge_redis_key_epoch") < 1 {
+		t.Fatalf("A's epoch after the overflow: %d", a.r.epoch.Load())
+	}
+	eventually(t, "B to follow the epoch", func() bool { return b.r.epoch.Load() == a.r.epoch.Load() })
+	if b.clears.Load() == clearsB {
+		t.Error("B moved epochs without clearing L1")
+	}
+	for _, tr := range []*tier{a, b} {
+		if body, ok := get(t, tr, k); ok {
+			t.Errorf("replica %s still reaches the pre-bump entry: %q", tr.r.o.ReplicaID, body)
+		}
+	}
+}
+
+func TestRedis_FillStraddlingAnEpochBumpIsNotStored(t *testing.T) {
+	a, b := pair(t, []string{redistest.Shared(t)}, false, func(o *RedisOptions) { o.QueueMax = 1 })
+	k := testKey(11, "u1")
+	_, gen, err := a.r.Get(ctxT(t), k) // epoch 0; then AnqiCMS is asked
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile B overflows its queue and bumps the epoch; A hears of it.
+	b.r.enqueue(1)
+	b.r.enqueue(2)
+	b.r.drain(ctxT(t))
+	if err := a.r.refreshEpoch(ctxT(t)); err != nil || a.r.epoch.Load() != 1 {
+		t.Fatalf("A's epoch %d, err %v", a.r.epoch.Load(), err)
+	}
+	ok, err := a.r.Fill(ctxT(t), k, testEntry("read before the bump"), gen, time.Minute)
+	if err != nil || ok {
+		t.Fatalf("fill that started before the bump: stored=%v err=%v, want dropped", ok, err)
+	}
+	if body, ok := get(t, a, k); ok {
+		t.Fatalf("the new epoch serves data read before the bump: %q", body)
+	}
+}
+
+func TestRedis_ReplicaUsesTheCurrentEpochBeforeItHasSubscribed(t *testing.T) {
+	a, b := pair(t, []string{redistest.Shared(t)}, false, nil)
+	if err := a.c.Set(ctxT(t), a.r.epochKey(), 3, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// An entry of a retired epoch, as a replica that had not heard of the
+	// bumps would have written it.
+	k := testKey(12, "u1")
+	stale := testEntry("epoch 0")
+	val, _ := stale.MarshalBinary()
+	a.c.Set(ctxT(t), a.r.entryKey(k, 0), val, time.Minute)
+
+	// B has not subscribed yet (not running): it must still not read
+	// epoch 0.
+	if body, ok := get(t, b, k); ok {
+		t.Fatalf("a replica that has not subscribed yet read a retired epoch: %q", body)
+	}
+	if b.r.epoch.Load() != 3 {
+		t.Fatalf("B is on epoch %d, want 3", b.r.epoch.Load())
+	}
+	fill(t, b, k, "epoch 3")
+	if body, _ := get(t, a, k); body != "epoch 3" {
+		t.Fatalf("A, on epoch 3 too, reads %q", body)
+	}
+}
+
+func TestRedis_AnEpochReadBeforeABumpDoesNotUndoIt(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	early := a.r.epochTick.Add(1) // a GET issued before the bump...
+	a.r.setEpoch(5, a.r.epochTick.Add(1))
+	a.r.setEpoch(4, early) // ...answering after it
+	if a.r.epoch.Load() != 5 {
+		t.Fatalf("epoch went back to %d", a.r.epoch.Load())
+	}
+}
+
+func TestRedis_BreakerOpensOnADeadRedisAndClosesByItself(t *testing.T) {
+	srv := redistest.Start(t)
+	a, _ := pair(t, []string{srv.Addr()}, false, nil)
+	a.run(t)
+	waitSubscribed(t, a)
+	srv.Kill()
+	k := testKey(1, "u1")
+	for range 10 {
+		a.r.Get(ctxT(t), k)
+	}
+	if st := a.r.brk.state(time.Now().UnixNano()); st == BreakerClosed {
+		t.Fatal("the breaker is still closed after 10 failures")
+	}
+	start := time.Now()
+	if _, _, err := a.r.Get(ctxT(t), k); err == nil {
+		t.Fatal("Get succeeded on a dead Redis")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a Get with the breaker open took %v", d)
+	}
+	srv.Restart(t)
+	eventually(t, "the breaker to close without traffic", func() bool {
+		return a.r.brk.state(time.Now().UnixNano()) == BreakerClosed
+	})
+	eventually(t, "Get to work again", func() bool {
+		_, _, err := a.r.Get(ctxT(t), k)
+		return err == nil
+	})
+}

@@ -1,0 +1,916 @@
+package proxy_test
+
+// Issue 4, race-free invalidation across replicas: write hooks, the purge
+// API, the fill-versus-invalidation guard, pub/sub between replicas,
+// queued invalidations while Redis is unreachable, and Redis Cluster. Every
+// test runs real redis-server processes (internal/redistest) and real
+// sockets; helpers are prefixed inv so they cannot collide with other test
+// files of package proxy_test.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"anqi-edge/anqicms/fake"
+	"anqi-edge/config"
+	"anqi-edge/internal/edgetest"
+	"anqi-edge/internal/redistest"
+	"anqi-edge/proxy"
+)
+
+const invSendPath = "/api/communication/message/send"
+
+// invDetail is what the tests look at in a detail answer.
+type invDetail struct {
+	status   int
+	xcache   string
+	code     int
+	messages []string // contents, oldest first
+	body     []byte
+}
+
+func (d invDetail) has(content string) bool {
+	for _, m := range d.messages {
+		if m == content {
+			return true
+		}
+	}
+	return false
+}
+
+// invGet reads order id through base with token; it returns an error
+// instead of failing so reader goroutines can use it.
+func invGet(base string, id int64, token string) (invDetail, error) {
+	req, err := http.NewRequest(http.MethodGet, edgetest.DetailURL(base, id), nil)
+	if err != nil {
+		return invDetail{}, err
+	}
+	req.Header.Set("token", token)
+	resp, err := edgetest.Client.Do(req)
+	if err != nil {
+		return invDetail{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return invDetail{}, err
+	}
+	d := invDetail{status: resp.StatusCode, xcache: resp.Header.Get("X-Cache"), body: body}
+	var env struct {
+		Code int `json:"code"`
+		Data *struct {
+			Messages []struct {
+				Content string `json:"content"`
+			} `json:"messages"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return d, fmt.Errorf("detail %d: HTTP %d, not JSON: %q", id, resp.StatusCode, body)
+	}
+	d.code = env.Code
+	if env.Data != nil {
+		for _, m := range env.Data.Messages {
+			d.messages = append(d.messages, m.Content)
+		}
+	}
+	return d, nil
+}
+
+func invRead(t testing.TB, base string, id int64, token string) invDetail {
+	t.Helper()
+	d, err := invGet(base, id, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.status != http.StatusOK || d.code != 0 {
+		t.Fatalf("detail %d via %s: HTTP %d code %d: %s", id, base, d.status, d.code, d.body)
+	}
+	return d
+}
+
+// invWarm reads order id until base answers it as an L1 HIT.
+func invWarm(t testing.TB, base string, id int64, token string) invDetail {
+	t.Helper()
+	for range 5 {
+		if d := invRead(t, base, id, token); d.xcache == "HIT" {
+			return d
+		}
+	}
+	t.Fatalf("order %d via %s never became a HIT", id, base)
+	return invDetail{}
+}
+
+// invSend posts a message through base and returns the envelope code.
+func invSend(t testing.TB, base string, order int64, token, content string) int {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"comm_order_id": order, "content": content})
+	resp, b := edgetest.Do(t, http.MethodPost, base+invSendPath, strings.NewReader(string(body)),
+		"Content-Type: application/json", "token: "+token)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("send to order %d via %s: HTTP %d: %s", order, base, resp.StatusCode, b)
+	}
+	var env struct {
+		Code int `json:"code"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatalf("send to order %d: answer is not JSON: %q", order, b)
+	}
+	return env.Code
+}
+
+// invPurge calls POST /admin/purge on an admin base URL.
+func invPurge(t testing.TB, admin string, id int64) {
+	t.Helper()
+	resp, b := edgetest.Do(t, http.MethodPost, admin+"/admin/purge?id="+strconv.FormatInt(id, 10), nil,
+		"Authorization: Bearer admin-secret")
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("purge %d via %s: HTTP %d: %s", id, admin, resp.StatusCode, b)
+	}
+}
+
+// invMetric sums every sample of series name (any labels) whose label text
+// contains all of labels ("op=\"get\"" style), scraped from admin/metrics.
+func invMetric(t testing.TB, admin, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := edgetest.Client.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", admin, err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+next:
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		lbl := ""
+		switch {
+		case strings.HasPrefix(rest, "{"):
+			end := strings.Index(rest, "}")
+			lbl, rest = rest[1:end], rest[end+1:]
+		case strings.HasPrefix(rest, " "):
+		default:
+			continue // a longer name sharing the prefix
+		}
+		for _, l := range labels {
+			if !strings.Contains(lbl, l) {
+				continue next
+			}
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("scrape %s: %v", admin, err)
+	}
+	return sum
+}
+
+// invReady is the part of /readyz these tests read.
+type invReady struct {
+	Status string `json:"status"`
+	Redis  struct {
+		Breaker    string `json:"breaker"`
+		Subscribed bool   `json:"subscribed"`
+		Pending    int    `json:"pending_invalidations"`
+		Epoch      int64  `json:"epoch"`
+		Ping       string `json:"ping"`
+	} `json:"redis"`
+}
+
+func invReadyz(t testing.TB, admin string) invReady {
+	t.Helper()
+	resp, b := edgetest.Get(t, admin+"/readyz")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("readyz %s: HTTP %d: %s", admin, resp.StatusCode, b)
+	}
+	var r invReady
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("readyz %s: %v: %s", admin, err, b)
+	}
+	return r
+}
+
+// invEventually polls cond every 20ms for up to 10s (a bound for a loaded
+// machine; the conditions normally hold within milliseconds).
+func invEventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after 10s waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// invSubscribed waits until every admin URL reports a live subscription.
+func invSubscribed(t testing.TB, admins ...string) {
+	t.Helper()
+	for _, a := range admins {
+		invEventually(t, a+" subscribed", func() bool { return invReadyz(t, a).Redis.Subscribed })
+	}
+}
+
+// invStart seeds a fake with two users of two orders each (user 1 owns
+// orders 1 and 2, user 2 owns 3 and 4) and starts one replica on redis.
+func invStart(t testing.TB, redisAddrs []string, edit func(*config.Config)) (*edgetest.Env, string, string) {
+	t.Helper()
+	env := edgetest.Start(t, edgetest.Options{Redis: redisAddrs, Verify: true, Config: edit})
+	env.Fake.Seed(2, 2)
+	return env, env.Fake.Token(1, 24*time.Hour), env.Fake.Token(2, 24*time.Hour)
+}
+
+// invCluster starts a three-master cluster, or skips when its tools are
+// missing outside CI (redistest decides).
+func invCluster(t *testing.T) ([]string, func(*config.Config)) {
+	t.Helper()
+	c := redistest.StartCluster(t)
+	return c.Addrs(), func(cfg *config.Config) { cfg.Redis.Cluster = true }
+}
+
+// --- read-your-writes -----------------------------------------------------
+
+func TestInvalidate_SentMessageIsAlwaysInTheNextRead(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
+	invSubscribed(t, env.Admin)
+	testReadYourWrites(t, env, tok, 1)
+}
+
+// invNoRedisErrors checks that no replica saw a Redis error (on a cluster:
+// no CROSSSLOT, no MOVED left unhandled).
+func invNoRedisErrors(t *testing.T, admins ...string) {
+	t.Helper()
+	for _, a := range admins {
+		if n := invMetric(t, a, "anqi_edge_redis_errors_total"); n != 0 {
+			t.Errorf("%s: anqi_edge_redis_errors_total = %v, want 0", a, n)
+		}
+	}
+}
+
+// Scale-out: the same guarantees on a three-master Redis Cluster, where
+// every order's keys must share a slot and pub/sub must reach replicas
+// connected to other masters.
+func TestInvalidate_ClusterKeepsReadYourWritesAndReplicasInSync(t *testing.T) {
+	addrs, edit := invCluster(t)
+	t.Run("read-your-writes", func(t *testing.T) {
+		env, tok, _ := invStart(t, addrs, edit)
+		invSubscribed(t, env.Admin)
+		testReadYourWrites(t, env, tok, 1)
+		invNoRedisErrors(t, env.Admin)
+	})
+	t.Run("two replicas", func(t *testing.T) {
+		env, tok, _ := invStart(t, addrs, edit)
+		_, bURL, bAdmin := env.Replica(t, edit)
+		invSubscribed(t, env.Admin, bAdmin)
+		testTwoReplicas(t, env, bURL, bAdmin, tok)
+		invNoRedisErrors(t, env.Admin, bAdmin)
+	})
+}
+
+func TestInvalidate_WithoutRedisWritesStillInvalidateL1(t *testing.T) {
+	env, tok, _ := invStart(t, nil, nil)
+	testReadYourWrites(t, env, tok, 1)
+
+	// Purge drops the L1 entry too.
+	invWarm(t, env.URL, 2, tok)
+	invPurge(t, env.Admin, 2)
+	if d := invRead(t, env.URL, 2, tok); d.xcache != "MISS" {
+		t.Fatalf("read after purge without Redis: X-Cache %s, want MISS", d.xcache)
+	}
+	if _, b := edgetest.Get(t, env.Admin+"/readyz"); !strings.Contains(string(b), `"redis":"disabled"`) {
+		t.Errorf("readyz without Redis should say redis disabled: %s", b)
+	}
+}
+
+// testReadYourWrites sends 100 messages through the edge, each followed by a
+// read that must contain it, while readers poll the same order and must
+// never see its message count go down.
+func testReadYourWrites(t *testing.T, env *edgetest.Env, tok string, order int64) {
+	t.Helper()
+	before := invWarm(t, env.URL, order, tok)
+	base := len(before.messages)
+
+	done := make(chan struct{})
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	for r := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := base
+			deadline := time.Now().Add(60 * time.Second)
+			for i := 0; i < 100000 && time.Now().Before(deadline); i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				d, err := invGet(env.URL, order, tok)
+				if err == nil && (d.status != http.StatusOK || d.code != 0) {
+					err = fmt.Errorf("reader %d: HTTP %d code %d: %s", r, d.status, d.code, d.body)
+				}
+				if err == nil && len(d.messages) < last {
+					err = fmt.Errorf("reader %d: message count went back from %d to %d (X-Cache %s)",
+						r, last, len(d.messages), d.xcache)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				last = len(d.messages)
+				reads.Add(1)
+			}
+		}()
+	}
+	for i := range 100 {
+		content := fmt.Sprintf("ryw %d of %s", i, t.Name())
+		if code := invSend(t, env.URL, order, tok, content); code != 0 {
+			close(done)
+			wg.Wait()
+			t.Fatalf("round %d: send answered code %d", i, code)
+		}
+		d := invRead(t, env.URL, order, tok)
+		if !d.has(content) || len(d.messages) != base+i+1 {
+			close(done)
+			wg.Wait()
+			t.Fatalf("round %d: read after send (X-Cache %s) has %d messages, want %d including %q",
+				i, d.xcache, len(d.messages), base+i+1, content)
+		}
+	}
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("concurrent reads during 100 rounds: %d", reads.Load())
+}
+
+// --- the fill/invalidation race ---------------------------------------------
+
+func TestInvalidate_FillHeldAcrossAnInvalidationIsNeverStored(t *testing.T) {
+	for _, via := range []string{"message", "purge"} {
+		t.Run(via, func(t *testing.T) {
+			addr := redistest.Shared(t)
+			env, tok, _ := invStart(t, []string{addr}, nil)
+			rdb := redis.NewClient(&redis.Options{Addr: addr})
+			t.Cleanup(func() { rdb.Close() })
+			const order = 2
+			old := len(invRead(t, env.URL, 1, tok).messages) // unrelated order, warms the connection
+
+			hold := env.Fake.Hold(proxy.DetailPath)
+			defer hold.Release()
+			type result struct {
+				d   invDetail
+				err error
+			}
+			first := make(chan result, 1)
+			go func() {
+				d, err := invGet(env.URL, order, tok)
+				first <- result{d, err}
+			}()
+			select {
+			case <-hold.Started:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first read never reached the fake")
+			}
+			o, _ := env.Fake.Order(order)
+			stale := len(o.Messages)
+			_ = old
+
+			content := "sent while a fill was in flight"
+			switch via {
+			case "message":
+				if code := invSend(t, env.URL, order, tok, content); code != 0 {
+					t.Fatalf("send answered code %d", code)
+				}
+			case "purge":
+				env.Fake.AppendMessage(order, fake.Message{Content: content})
+				invPurge(t, env.Admin, order)
+			}
+			hold.Release()
+			var r result
+			select {
+			case r = <-first:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the held read never answered")
+			}
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			// It asked before the change, so it may carry the old body...
+			if len(r.d.messages) != stale || r.d.has(content) {
+				t.Fatalf("held read: %d messages (has new: %v), want the %d it was computed with",
+					len(r.d.messages), r.d.has(content), stale)
+			}
+			// ...but that body must not have been kept anywhere.
+			prefix := env.Config.Redis.KeyPrefix + ":{o:" + strconv.Itoa(order) + "}:e:"
+			keys, err := rdb.Keys(context.Background(), prefix+"*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				v, _ := rdb.Get(context.Background(), k).Result()
+				if !strings.Contains(v, content) {
+					t.Errorf("Redis kept the stale fill under %s", k)
+				}
+			}
+			if n := invMetric(t, env.Admin, "anqi_edge_cache_fills_total", `tier="redis"`, `result="dropped_generation"`); n != 1 {
+				t.Errorf("redis dropped_generation fills = %v, want 1", n)
+			}
+			if n := invMetric(t, env.Admin, "anqi_edge_cache_fills_total", `tier="l1"`, `result="dropped_generation"`); n != 1 {
+				t.Errorf("l1 dropped_generation fills = %v, want 1", n)
+			}
+			d := invRead(t, env.URL, order, tok)
+			if d.xcache != "MISS" || !d.has(content) {
+				t.Fatalf("read after the race: X-Cache %s, has new message %v; want a MISS with it", d.xcache, d.has(content))
+			}
+			if d := invRead(t, env.URL, order, tok); d.xcache != "HIT" || !d.has(content) {
+				t.Fatalf("second read after the race: X-Cache %s, has new message %v; want a HIT with it", d.xcache, d.has(content))
+			}
+		})
+	}
+}
+
+// --- two replicas ---------------------------------------------------------
+
+func TestInvalidate_ReplicasSeeEachOthersChanges(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
+	_, bURL, bAdmin := env.Replica(t, nil)
+	invSubscribed(t, env.Admin, bAdmin)
+	testTwoReplicas(t, env, bURL, bAdmin, tok)
+	invNoRedisErrors(t, env.Admin, bAdmin)
+}
+
+func testTwoReplicas(t *testing.T, env *edgetest.Env, bURL, bAdmin, tok string) {
+	t.Helper()
+	const order = 1
+	// A message sent through A shows on B's next read, 100ms later, although
+	// B had the order as an L1 HIT.
+	for i := range 5 {
+		invWarm(t, bURL, order, tok)
+		content := fmt.Sprintf("through A, round %d", i)
+		if code := invSend(t, env.URL, order, tok, content); code != 0 {
+			t.Fatalf("send answered code %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+		if d := invRead(t, bURL, order, tok); !d.has(content) {
+			t.Fatalf("round %d: B's read 100ms after the send (X-Cache %s) lacks %q", i, d.xcache, content)
+		}
+	}
+	// B's own message comes back to it over pub/sub and is ignored there:
+	// one change, one refill per replica.
+	bPubsub := invMetric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`)
+	aPubsub := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="pubsub"`)
+	invWarm(t, bURL, order, tok)
+	if code := invSend(t, bURL, order, tok, "through B"); code != 0 {
+		t.Fatalf("send answered code %d", code)
+	}
+	invEventually(t, "A hears B's invalidation", func() bool {
+		return invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="pubsub"`) > aPubsub
+	})
+	if n := invMetric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`); n != bPubsub {
+		t.Errorf("B applied its own pub/sub message: pubsub invalidations %v -> %v", bPubsub, n)
+	}
+	if d := invRead(t, bURL, order, tok); d.xcache != "MISS" || !d.has("through B") {
+		t.Errorf("B after its own send: X-Cache %s, has message %v", d.xcache, d.has("through B"))
+	}
+	if d := invRead(t, bURL, order, tok); d.xcache != "HIT" {
+		t.Errorf("B refilled twice for one change: X-Cache %s on the second read", d.xcache)
+	}
+
+	// A purge on B drops A's L1 copy.
+	old := invWarm(t, env.URL, order, tok)
+	invPurge(t, bAdmin, order)
+	time.Sleep(100 * time.Millisecond)
+	if d := invRead(t, env.URL, order, tok); d.xcache == "HIT" {
+		t.Fatalf("A's read 100ms after a purge on B is still a HIT (of %d messages)", len(old.messages))
+	}
+}
+
+// --- the subscription -----------------------------------------------------
+
+func TestInvalidate_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
+	srv := redistest.Start(t)
+	env, tok, _ := invStart(t, []string{srv.Addr()}, nil)
+	invSubscribed(t, env.Admin)
+	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
+		t.Fatalf("anqi_edge_pubsub_up = %v while subscribed, want 1", n)
+	}
+	const order = 2
+	invWarm(t, env.URL, order, tok)
+	clears := invMetric(t, env.Admin, "anqi_edge_l1_clears_total")
+
+	srv.Kill()
+	invEventually(t, "readyz to report the subscription down", func() bool {
+		r := invReadyz(t, env.Admin)
+		return !r.Redis.Subscribed && r.Redis.Ping != "ok"
+	})
+	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 0 {
+		t.Fatalf("anqi_edge_pubsub_up = %v with Redis down, want 0", n)
+	}
+	// A change nobody tells this replica about (the admin panel; any
+	// invalidation published while the subscription was down).
+	env.Fake.AppendMessage(order, fake.Message{Content: "missed while unsubscribed"})
+
+	srv.Restart(t)
+	invSubscribed(t, env.Admin)
+	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
+		t.Fatalf("anqi_edge_pubsub_up = %v after reconnect, want 1", n)
+	}
+	if n := invMetric(t, env.Admin, "anqi_edge_l1_clears_total"); n <= clears {
+		t.Fatalf("anqi_edge_l1_clears_total stayed at %v after the subscription came back", n)
+	}
+	d := invRead(t, env.URL, order, tok)
+	if d.xcache == "HIT" || !d.has("missed while unsubscribed") {
+		t.Fatalf("first read after reconnect: X-Cache %s, has the missed change %v", d.xcache, d.has("missed while unsubscribed"))
+	}
+	for range 3 {
+		if d := invRead(t, env.URL, order, tok); !d.has("missed while unsubscribed") {
+			t.Fatalf("stale read after reconnect (X-Cache %s)", d.xcache)
+		}
+	}
+}
+
+// --- Redis unreachable: queued invalidations --------------------------------
+
+func TestInvalidate_MessageSentWhileRedisIsDownIsNotLost(t *testing.T) {
+	srv := redistest.Start(t)
+	env, tok, _ := invStart(t, []string{srv.Addr()}, nil)
+	_, bURL, bAdmin := env.Replica(t, nil)
+	invSubscribed(t, env.Admin, bAdmin)
+	const order = 1
+	invWarm(t, env.URL, order, tok)
+	invWarm(t, bURL, order, tok) // B has it in L1, and it is in Redis
+
+	srv.Kill()
+	content := "sent while Redis was down"
+	if code := invSend(t, env.URL, order, tok, content); code != 0 {
+		t.Fatalf("send with Redis down answered code %d", code)
+	}
+	if d := invRead(t, env.URL, order, tok); !d.has(content) {
+		t.Fatalf("the sender's replica does not show its own write with Redis down (X-Cache %s)", d.xcache)
+	}
+	if r := invReadyz(t, env.Admin); r.Redis.Pending != 1 {
+		t.Errorf("pending invalidations with Redis down = %d, want 1", r.Redis.Pending)
+	}
+
+	srv.Restart(t)
+	invEventually(t, "A to apply its queued invalidation", func() bool {
+		r := invReadyz(t, env.Admin)
+		return r.Redis.Pending == 0 && r.Redis.Subscribed
+	})
+	invSubscribed(t, bAdmin)
+	for _, u := range []string{env.URL, bURL} {
+		for range 3 {
+			if d := invRead(t, u, order, tok); !d.has(content) {
+				t.Fatalf("%s served the pre-message body after Redis came back (X-Cache %s)", u, d.xcache)
+			}
+		}
+	}
+}
+
+// invGate is a TCP forwarder in front of Redis that a test can cut: while
+// down it closes every connection and refuses new ones, but Redis keeps its
+// data (unlike Kill), so entries from before the outage are still there
+// afterwards.
+type invGate struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+func invStartGate(t testing.TB, target string) *invGate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &invGate{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	g.wg.Add(1)
+	go g.accept()
+	t.Cleanup(func() {
+		ln.Close()
+		g.setDown(true)
+		g.wg.Wait()
+	})
+	return g
+}
+
+func (g *invGate) Addr() string { return g.ln.Addr().String() }
+
+func (g *invGate) accept() {
+	defer g.wg.Done()
+	for {
+		c, err := g.ln.Accept()
+		if err != nil {
+			return
+		}
+		g.mu.Lock()
+		if g.down {
+			g.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.DialTimeout("tcp", g.target, time.Second)
+		if err != nil {
+			g.mu.Unlock()
+			c.Close()
+			continue
+		}
+		g.conns[c], g.conns[up] = struct{}{}, struct{}{}
+		g.wg.Add(2)
+		g.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			defer g.wg.Done()
+			io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+		}
+		go pipe(up, c)
+		go pipe(c, up)
+	}
+}
+
+func (g *invGate) setDown(down bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.down = down
+	if down {
+		for c := range g.conns {
+			c.Close()
+		}
+		clear(g.conns)
+	}
+}
+
+func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
+	addr := redistest.Shared(t)
+	gate := invStartGate(t, addr)
+	// A reaches Redis through the gate, B directly: only A loses Redis, and
+	// the entries from before the outage survive it.
+	var prefix, channel string
+	env, tok, tok2 := invStart(t, []string{gate.Addr()}, func(c *config.Config) {
+		c.Redis.InvalidationQueue = 2
+		prefix, channel = c.Redis.KeyPrefix, c.Redis.Channel
+	})
+	_, bURL, bAdmin := env.Replica(t, func(c *config.Config) {
+		c.Redis.Addrs = []string{addr}
+		c.Redis.KeyPrefix, c.Redis.Channel = prefix, channel
+	})
+	invSubscribed(t, env.Admin, bAdmin)
+	tokens := map[int64]string{1: tok, 2: tok, 3: tok2, 4: tok2}
+	for o := int64(1); o <= 4; o++ {
+		invWarm(t, env.URL, o, tokens[o])
+		invWarm(t, bURL, o, tokens[o])
+	}
+
+	gate.setDown(true)
+	for o := int64(1); o <= 3; o++ {
+		env.Fake.AppendMessage(o, fake.Message{Content: "changed during the outage"})
+		invPurge(t, env.Admin, o)
+		if d := invRead(t, env.URL, o, tokens[o]); !d.has("changed during the outage") {
+			t.Fatalf("order %d: A does not show the change right after its own purge (X-Cache %s)", o, d.xcache)
+		}
+	}
+	// Order 4 changes too; nobody purges it. Only the epoch can hide the old
+	// entry that B filled into Redis.
+	env.Fake.AppendMessage(4, fake.Message{Content: "changed during the outage"})
+
+	gate.setDown(false)
+	invEventually(t, "A to bump the epoch and read Redis again", func() bool {
+		r := invReadyz(t, env.Admin)
+		return r.Redis.Epoch >= 1 && r.Redis.Pending == 0 && r.Redis.Subscribed
+	})
+	invEventually(t, "B to move to the new epoch", func() bool {
+		return invMetric(t, bAdmin, "anqi_edge_redis_key_epoch") >= 1
+	})
+	epoch := invMetric(t, env.Admin, "anqi_edge_redis_key_epoch")
+	if epoch < 1 {
+		t.Fatalf("anqi_edge_redis_key_epoch on A = %v, want >= 1", epoch)
+	}
+	// The old entries are still in Redis, under the old epoch...
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { rdb.Close() })
+	old, err := rdb.Keys(context.Background(), prefix+":{o:4}:e:0:*").Result()
+	if err != nil || len(old) == 0 {
+		t.Fatalf("expected order 4's epoch-0 entry to survive in Redis: %v %v", old, err)
+	}
+	// ...and unreachable from every replica.
+	for _, u := range []string{env.URL, bURL} {
+		for o := int64(1); o <= 4; o++ {
+			if d := invRead(t, u, o, tokens[o]); !d.has("changed during the outage") {
+				t.Errorf("%s order %d: served a body from before the epoch bump (X-Cache %s)", u, o, d.xcache)
+			}
+		}
+	}
+}
+
+func TestInvalidate_QueueOverflowAcrossARedisRestartBumpsTheEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	env, tok, tok2 := invStart(t, []string{srv.Addr()}, func(c *config.Config) { c.Redis.InvalidationQueue = 2 })
+	_, bURL, bAdmin := env.Replica(t, nil)
+	invSubscribed(t, env.Admin, bAdmin)
+	tokens := map[int64]string{1: tok, 2: tok, 3: tok2}
+	for o := int64(1); o <= 3; o++ {
+		invWarm(t, bURL, o, tokens[o])
+	}
+	srv.Kill()
+	for o := int64(1); o <= 3; o++ {
+		if code := invSend(t, env.URL, o, tokens[o], "sent during the outage"); code != 0 {
+			t.Fatalf("order %d: send with Redis down answered code %d", o, code)
+		}
+	}
+	srv.Restart(t)
+	invEventually(t, "A to bump the epoch", func() bool {
+		r := invReadyz(t, env.Admin)
+		return r.Redis.Epoch >= 1 && r.Redis.Pending == 0
+	})
+	if n := invMetric(t, env.Admin, "anqi_edge_redis_key_epoch"); n < 1 {
+		t.Fatalf("anqi_edge_redis_key_epoch = %v, want >= 1", n)
+	}
+	invSubscribed(t, bAdmin)
+	for _, u := range []string{env.URL, bURL} {
+		for o := int64(1); o <= 3; o++ {
+			if d := invRead(t, u, o, tokens[o]); !d.has("sent during the outage") {
+				t.Errorf("%s order %d: pre-outage body after Redis came back (X-Cache %s)", u, o, d.xcache)
+			}
+		}
+	}
+}
+
+// --- write hooks: what invalidates and what does not ----------------------
+
+// invPost posts body with contentType through base and returns the status
+// and the envelope code (-2 when the answer is not an envelope).
+func invPost(t testing.TB, url, contentType, body, token string) (int, int) {
+	t.Helper()
+	resp, b := edgetest.Do(t, http.MethodPost, url, strings.NewReader(body),
+		"Content-Type: "+contentType, "token: "+token)
+	var env struct {
+		Code *int `json:"code"`
+	}
+	if json.Unmarshal(b, &env) != nil || env.Code == nil {
+		return resp.StatusCode, -2
+	}
+	return resp.StatusCode, *env.Code
+}
+
+func TestInvalidate_EveryBuiltInWriteInvalidatesItsOrder(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
+	title := func(d invDetail) string {
+		var env struct {
+			Data struct {
+				Title  string `json:"title"`
+				Status int    `json:"status"`
+			} `json:"data"`
+		}
+		json.Unmarshal(d.body, &env)
+		return env.Data.Title + "/" + strconv.Itoa(env.Data.Status)
+	}
+	invWarm(t, env.URL, 2, tok)
+	// update, with the id as a JSON string (AnqiCMS clients send both).
+	if st, code := invPost(t, env.URL+"/api/communication/order/update", "application/json",
+		`{"id":"2","title":"renamed"}`, tok); st != 200 || code != 0 {
+		t.Fatalf("update: HTTP %d code %d", st, code)
+	}
+	if d := invRead(t, env.URL, 2, tok); !strings.HasPrefix(title(d), "renamed/") {
+		t.Fatalf("read after update (X-Cache %s): %s", d.xcache, title(d))
+	}
+	invWarm(t, env.URL, 2, tok)
+	if st, code := invPost(t, env.URL+"/api/communication/order/accept", "application/json",
+		`{"id":2}`, tok); st != 200 || code != 0 {
+		t.Fatalf("accept: HTTP %d code %d", st, code)
+	}
+	if d := invRead(t, env.URL, 2, tok); title(d) != "renamed/3" {
+		t.Fatalf("read after accept (X-Cache %s): %s, want status 3", d.xcache, title(d))
+	}
+	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 2 {
+		t.Errorf("write invalidations = %v, want 2", n)
+	}
+}
+
+func TestInvalidate_ConfiguredFormAndQueryRulesInvalidate(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
+		c.Invalidate = []config.InvalidateRule{
+			{Method: "POST", Path: invSendPath, ID: "form:comm_order_id"},
+			{Method: "POST", Path: "/api/communication/order/update", ID: "query:id"},
+		}
+	})
+	invWarm(t, env.URL, 1, tok)
+	if st, code := invPost(t, env.URL+invSendPath, "application/x-www-form-urlencoded",
+		"comm_order_id=1&content=via+a+form", tok); st != 200 || code != 0 {
+		t.Fatalf("form send: HTTP %d code %d", st, code)
+	}
+	if d := invRead(t, env.URL, 1, tok); !d.has("via a form") {
+		t.Fatalf("read after a form send (X-Cache %s) lacks the message", d.xcache)
+	}
+	invWarm(t, env.URL, 1, tok)
+	if st, code := invPost(t, env.URL+"/api/communication/order/update?id=1", "application/json",
+		`{"id":1,"content":"changed via query rule"}`, tok); st != 200 || code != 0 {
+		t.Fatalf("update: HTTP %d code %d", st, code)
+	}
+	if d := invRead(t, env.URL, 1, tok); d.xcache != "MISS" || !strings.Contains(string(d.body), "changed via query rule") {
+		t.Fatalf("read after a query-rule update: X-Cache %s", d.xcache)
+	}
+	// The built-in JSON rule is replaced, not added to: a JSON send is
+	// forwarded but cannot be read by the form rule.
+	invWarm(t, env.URL, 1, tok)
+	if code := invSend(t, env.URL, 1, tok, "json, unseen by the form rule"); code != 0 {
+		t.Fatalf("json send: code %d", code)
+	}
+	if d := invRead(t, env.URL, 1, tok); d.xcache != "HIT" {
+		t.Fatalf("a JSON send invalidated although only a form rule is configured: X-Cache %s", d.xcache)
+	}
+}
+
+func TestInvalidate_FailedWritesLeaveTheEntry(t *testing.T) {
+	env, tok1, tok2 := invStart(t, []string{redistest.Shared(t)}, nil)
+	const order = 3 // user 2's
+	warm := func() { invWarm(t, env.URL, order, tok2) }
+	survives := func(what string) {
+		t.Helper()
+		if d := invRead(t, env.URL, order, tok2); d.xcache != "HIT" {
+			t.Fatalf("%s: the entry was dropped (X-Cache %s)", what, d.xcache)
+		}
+	}
+	warm()
+
+	// Someone else's order: AnqiCMS answers 1002 on HTTP 200.
+	if code := invSend(t, env.URL, order, tok1, "not mine"); code != 1002 {
+		t.Fatalf("send to another user's order: code %d, want 1002", code)
+	}
+	survives("a 1002 answer")
+
+	// An order that does not exist.
+	if code := invSend(t, env.URL, 99999, tok2, "nowhere"); code == 0 {
+		t.Fatal("send to a missing order answered code 0")
+	}
+
+	// AnqiCMS fails with a 5xx.
+	env.Fake.FailNext(invSendPath, http.StatusInternalServerError, `{"code":-1,"msg":"db down"}`)
+	resp, b := edgetest.Do(t, http.MethodPost, env.URL+invSendPath,
+		strings.NewReader(`{"comm_order_id":3,"content":"during a 500"}`), "Content-Type: application/json", "token: "+tok2)
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a 5xx write came back as HTTP %d %s", resp.StatusCode, b)
+	}
+	survives("an upstream 500")
+
+	// A 200 that is code 0 but not JSON-enveloped in the usual way does not
+	// count either: only HTTP 200 + code 0.
+	env.Fake.FailNext(invSendPath, http.StatusOK, `not json at all`)
+	if st, code := invPost(t, env.URL+invSendPath, "application/json", `{"comm_order_id":3,"content":"x"}`, tok2); st != 200 || code != -2 {
+		t.Fatalf("non-JSON answer: HTTP %d code %d", st, code)
+	}
+	survives("a non-JSON answer")
+
+	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 0 {
+		t.Errorf("failed writes invalidated %v times", n)
+	}
+
+	// A body the rule cannot read is forwarded anyway, and counted.
+	before := env.Fake.Calls(invSendPath)
+	st, code := invPost(t, env.URL+invSendPath, "application/json", `comm_order_id=3 (not json)`, tok2)
+	if st != 200 || code != -1 {
+		t.Fatalf("unparsable write: HTTP %d code %d, want AnqiCMS's own -1 answer", st, code)
+	}
+	if env.Fake.Calls(invSendPath) != before+1 {
+		t.Fatal("the unparsable write was not forwarded to AnqiCMS")
+	}
+	if n := invMetric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != 1 {
+		t.Errorf("anqi_edge_write_hook_errors_total = %v, want 1", n)
+	}
+	// JSON without the id field, or with a bad one: forwarded and counted.
+	for i, body := range []string{`{"content":"no id"}`, `{"comm_order_id":0,"content":"x"}`, `{"comm_order_id":"abc","content":"x"}`} {
+		invPost(t, env.URL+invSendPath, "application/json", body, tok2)
+		if n := invMetric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != float64(2+i) {
+			t.Errorf("%s: anqi_edge_write_hook_errors_total = %v, want %d", body, n, 2+i)
+		}
+	}
+	survives("unparsable writes")
+}

@@ -1,0 +1,396 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/goleak"
+
+	"anqi-edge/anqicms/fake"
+	"anqi-edge/config"
+	"anqi-edge/internal/edgetest"
+	"anqi-edge/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Process-wide background workers of the libraries, started once.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
+		// A stopped server's worker-pool cleaner sleeps out its 10s tick
+		// before it sees the stop.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
+		// Idle keep-alive connections of edgetest.Client.
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+const internalErrorBody = `{"code":-1,"msg":"internal error"}`
+
+func TestServer_HandlerPanicIs500EnvelopeAndTheNextRequestSucceeds(t *testing.T) {
+	env := startEdge(t, nil)
+	env.Edge.SetTestRoute("/__panic", func(ctx *fasthttp.RequestCtx) {
+		// Half-built answers must not leak into the 500.
+		ctx.Response.Header.Set("Set-Cookie", "leak=1")
+		ctx.SetBodyString("partial")
+		panic("boom")
+	})
+
+	for i := range 3 {
+		resp, body := edgetest.Get(t, env.URL+"/__panic", "X-Request-Id: panic-"+string(rune('a'+i)))
+		if resp.StatusCode != http.StatusInternalServerError || string(body) != internalErrorBody {
+			t.Fatalf("panic %d: %d %q, want 500 %s", i, resp.StatusCode, body, internalErrorBody)
+		}
+		if c := resp.Header.Values("Set-Cookie"); len(c) != 0 {
+			t.Fatalf("panic %d: the 500 carries Set-Cookie %q", i, c)
+		}
+		if got := resp.Header.Get("X-Request-Id"); got != "panic-"+string(rune('a'+i)) {
+			t.Fatalf("panic %d: X-Request-Id %q", i, got)
+		}
+		// The next request, likely on the same keep-alive connection.
+		resp, body = edgetest.Get(t, env.URL+"/__echo/after-panic")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("after panic %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	// Panics on many connections at once do not take the process down.
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			resp, err := edgetest.Client.Get(env.URL + "/__panic")
+			if err != nil {
+				errs <- err
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusInternalServerError {
+				errs <- errors.New(resp.Status)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent panic: %v", err)
+	}
+	if resp, _ := edgetest.Get(t, env.URL+"/__echo/still-alive"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after concurrent panics: %d", resp.StatusCode)
+	}
+	metrics := scrape(t, env)
+	if !regexp.MustCompile(`(?m)^anqi_edge_panics_total 23$`).MatchString(metrics) {
+		t.Errorf("panics_total is not 23:\n%s", grep(metrics, "panics"))
+	}
+}
+
+// inFlight sends n GETs to path in the background and returns a channel
+// of their outcomes.
+func inFlight(url string, n int) <-chan error {
+	out := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := edgetest.Client.Get(url)
+			if err != nil {
+				out <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			switch {
+			case err != nil:
+				out <- err
+			case resp.StatusCode != http.StatusOK:
+				out <- errors.New(resp.Status + ": " + string(b))
+			default:
+				out <- nil
+			}
+		}()
+	}
+	return out
+}
+
+func waitStarted(t *testing.T, holds []*fake.Hold) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for i, h := range holds {
+		select {
+		case <-h.Started:
+		case <-timeout:
+			t.Fatalf("held request %d never reached the upstream", i)
+		}
+	}
+}
+
+// refused polls until a new connection to addr is refused (up to 5s).
+func refused(addr string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+	}
+	return false
+}
+
+func TestServer_ShutdownFinishesInFlightRequestsAndRefusesNewConnections(t *testing.T) {
+	env := startEdge(t, nil)
+	const n = 5
+	holds := make([]*fake.Hold, n)
+	for i := range holds {
+		holds[i] = env.Fake.Hold("/__echo/slow")
+	}
+	results := inFlight(env.URL+"/__echo/slow", n)
+	waitStarted(t, holds)
+
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shutdown <- env.Edge.Shutdown(ctx)
+	}()
+
+	if !refused(env.Edge.Addr()) {
+		t.Fatal("the public listener still accepts connections 5s into Shutdown")
+	}
+	// While draining, the admin listener says so.
+	resp, body := edgetest.Get(t, env.Admin+"/readyz")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"status":"draining"`) {
+		t.Errorf("readyz while draining: %d %s", resp.StatusCode, body)
+	}
+	select {
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned (%v) with %d requests still in flight", err, n)
+	default:
+	}
+
+	for _, h := range holds {
+		h.Release()
+	}
+	for i := range n {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Errorf("in-flight request %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("in-flight request %d never finished", i)
+		}
+	}
+	select {
+	case err := <-shutdown:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the in-flight requests finished")
+	}
+	if !refused(env.Edge.AdminAddr()) {
+		t.Fatal("the admin listener still accepts connections after Shutdown")
+	}
+}
+
+func TestServer_ShutdownWaitsForSlowUpstreamCalls(t *testing.T) {
+	env := startEdge(t, nil)
+	const n = 4
+	results := inFlight(env.URL+"/__sleep?d=1s", n)
+	for deadline := time.Now().Add(10 * time.Second); env.Fake.Calls("/__sleep") < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d slow requests reached the upstream", env.Fake.Calls("/__sleep"), n)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := env.Edge.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	// Shutdown has returned: every answer has been written.
+	for i := range n {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Errorf("slow request %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("slow request %d never finished", i)
+		}
+	}
+}
+
+func TestServer_ShutdownGivesUpAfterItsDeadline(t *testing.T) {
+	env := startEdge(t, nil)
+	hold := env.Fake.Hold("/__echo/stuck")
+	defer hold.Release()
+	results := inFlight(env.URL+"/__echo/stuck", 1)
+	waitStarted(t, []*fake.Hold{hold})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- env.Edge.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Shutdown reported success with a request still stuck")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown ignored its deadline")
+	}
+	hold.Release()
+	select {
+	case <-results:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stuck request never ended")
+	}
+}
+
+func scrape(t *testing.T, env *edgetest.Env) string {
+	t.Helper()
+	resp, body := edgetest.Get(t, env.Admin+"/metrics")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
+	return string(body)
+}
+
+func grep(text, word string) string {
+	var out []string
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.Contains(line, word) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestAdmin_HealthzAlwaysOK(t *testing.T) {
+	env := startEdge(t, func(c *config.Config) { c.Upstream.URL = "http://" + closedAddr(t) })
+	resp, body := edgetest.Get(t, env.Admin+"/healthz")
+	if resp.StatusCode != http.StatusOK || string(body) != "ok\n" {
+		t.Fatalf("/healthz: %d %q", resp.StatusCode, body)
+	}
+	// Admin routes are never on the public port.
+	if _, body := edgetest.Get(t, env.URL+"/healthz"); string(body) == "ok\n" {
+		t.Fatal("/healthz answered on the public port")
+	}
+}
+
+type readiness struct {
+	Status   string `json:"status"`
+	Upstream struct {
+		URL       string `json:"url"`
+		Reachable bool   `json:"reachable"`
+		Error     string `json:"error"`
+	} `json:"upstream"`
+	Redis json.RawMessage `json:"redis"`
+}
+
+func readyz(t *testing.T, env *edgetest.Env) readiness {
+	t.Helper()
+	resp, body := edgetest.Get(t, env.Admin+"/readyz")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
+	}
+	var r readiness
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("/readyz body %q: %v", body, err)
+	}
+	if r.Status != "ready" {
+		t.Fatalf("/readyz status %q", r.Status)
+	}
+	return r
+}
+
+func TestAdmin_ReadyzReportsUpstreamAndRedis(t *testing.T) {
+	t.Run("upstream up, no redis", func(t *testing.T) {
+		env := startEdge(t, nil)
+		r := readyz(t, env)
+		if !r.Upstream.Reachable || r.Upstream.URL != env.FakeURL || r.Upstream.Error != "" {
+			t.Errorf("upstream %+v, want reachable %s", r.Upstream, env.FakeURL)
+		}
+		if string(r.Redis) != `"disabled"` {
+			t.Errorf("redis %s, want \"disabled\"", r.Redis)
+		}
+	})
+	t.Run("upstream down stays ready", func(t *testing.T) {
+		env := startEdge(t, func(c *config.Config) { c.Upstream.URL = "http://" + closedAddr(t) })
+		r := readyz(t, env)
+		if r.Upstream.Reachable || r.Upstream.Error == "" {
+			t.Errorf("upstream %+v, want unreachable with an error", r.Upstream)
+		}
+	})
+	t.Run("upstream goes away", func(t *testing.T) {
+		env := startEdge(t, nil)
+		if r := readyz(t, env); !r.Upstream.Reachable {
+			t.Fatalf("upstream %+v before the fake stopped", r.Upstream)
+		}
+		env.Fake.Close()
+		if r := readyz(t, env); r.Upstream.Reachable {
+			t.Errorf("upstream %+v after the fake stopped", r.Upstream)
+		}
+	})
+	t.Run("redis down stays ready", func(t *testing.T) {
+		env := edgetest.Start(t, edgetest.Options{Redis: []string{closedAddr(t)}})
+		r := readyz(t, env)
+		var st struct{ Ping, Breaker string }
+		if err := json.Unmarshal(r.Redis, &st); err != nil || st.Ping == "ok" || st.Ping == "" {
+			t.Errorf("redis %s, want a failed ping", r.Redis)
+		}
+	})
+	t.Run("redis up", func(t *testing.T) {
+		env := edgetest.Start(t, edgetest.Options{Redis: []string{redistest.Shared(t)}})
+		r := readyz(t, env)
+		var st struct{ Ping string }
+		if err := json.Unmarshal(r.Redis, &st); err != nil || st.Ping != "ok" {
+			t.Errorf("redis %s, want ping ok", r.Redis)
+		}
+	})
+}
+
+func TestAdmin_MetricsCountRequestsByRouteAndCodeAndUpstreamLatency(t *testing.T) {
+	env := startEdge(t, nil)
+	edgetest.Get(t, env.URL+"/__echo/m")
+	edgetest.Get(t, env.URL+"/__echo/m")
+	edgetest.Get(t, env.URL+"/__status/503")
+	edgetest.Get(t, env.URL+"/api/communication/order/detail?id=abc") // answered by anqi-edge itself
+
+	m := scrape(t, env)
+	for _, want := range []string{
+		`anqi_edge_requests_total{code="200",route="passthrough"} 2`,
+		`anqi_edge_requests_total{code="503",route="passthrough"} 1`,
+		`anqi_edge_requests_total{code="200",route="detail"} 1`,
+		`anqi_edge_upstream_duration_seconds_count{route="passthrough"} 3`,
+		`anqi_edge_upstream_duration_seconds_bucket{route="passthrough",le="+Inf"} 3`,
+		`anqi_edge_upstream_requests_total{outcome="ok",route="passthrough"} 3`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %s; it has:\n%s", want, grep(m, "anqi_edge_requests_total")+"\n"+grep(m, "upstream"))
+		}
+	}
+
+	down := startEdge(t, func(c *config.Config) { c.Upstream.URL = "http://" + closedAddr(t) })
+	edgetest.Get(t, down.URL+"/x")
+	m = scrape(t, down)
+	for _, want := range []string{
+		`anqi_edge_requests_total{code="502",route="passthrough"} 1`,
+		`anqi_edge_upstream_requests_total{outcome="error",route="passthrough"} 1`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("/metrics lacks %s; it has:\n%s", want, grep(m, "anqi_edge_"))
+		}
+	}
+}
