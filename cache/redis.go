@@ -69,14 +69,12 @@ type Redis struct {
 	m   *metrics.Metrics
 
 	epoch atomic.Int64
-	// Epoch values come from GETs, from the bump script and from pub/sub
-	// messages, on different goroutines and connections. Each read takes a
-	// ticket before it is issued and is adopted only if no later-issued one
-	// was adopted first, so a slow GET cannot move the replica back to an
-	// epoch it already left.
-	epochMu      sync.Mutex
-	epochTick    atomic.Uint64
-	epochApplied uint64
+	// epochMu is held across every read of P:epoch, the bump, and the
+	// adoption of their result (and of "e:" messages). Epoch values come
+	// from different goroutines over different connections; only doing one
+	// at a time makes the order they are adopted in the order Redis ran
+	// them, so a GET that ran before a bump can never be adopted after it.
+	epochMu sync.Mutex
 	// epochFreshUntil (unix nanos) is how long the epoch in use may be
 	// trusted: forever while subscribed (bumps arrive as messages), briefly
 	// after a GET while not. Past it, the next Redis read re-reads P:epoch.
@@ -247,13 +245,18 @@ func (r *Redis) Get(ctx context.Context, k Key) (e *Entry, gen int64, err error)
 // reports whether the entry was written; false with a nil error means an
 // invalidation overtook the fill.
 func (r *Redis) Fill(ctx context.Context, k Key, e *Entry, gen int64, ttl time.Duration) (bool, error) {
-	if gen == NoGen || !r.usable() {
+	if gen == NoGen {
 		return false, nil
 	}
 	epoch, counter := unpackGen(gen)
 	if epoch != r.epoch.Load() {
 		// The epoch moved since Get: what AnqiCMS answered may predate the
 		// invalidations the bump stands for.
+		return false, nil
+	}
+	// Checked last: a half-open breaker lets exactly one caller through
+	// and needs to hear how its call went.
+	if !r.usable() {
 		return false, nil
 	}
 	stored := *e
@@ -355,13 +358,15 @@ func (r *Redis) drain(ctx context.Context) {
 // from orders once applied. It reports whether all of it went through.
 func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump bool) bool {
 	if bump {
-		ticket := r.epochTick.Add(1)
+		r.epochMu.Lock()
 		n, err := bumpScript.Run(ctx, r.c, []string{r.epochKey()}, r.o.Channel, r.o.ReplicaID).Int64()
 		r.result("epoch", err)
+		changed := err == nil && r.setEpochLocked(n)
+		r.epochMu.Unlock()
 		if err != nil {
 			return false
 		}
-		r.setEpoch(n, ticket)
+		r.epochChanged(changed)
 		r.log.Warn("cache epoch bumped after invalidation queue overflow", "epoch", n)
 	}
 	if !bump && len(orders) == 0 {
@@ -380,43 +385,61 @@ func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump
 	return true
 }
 
-// setEpoch moves to epoch n, read with ticket; entries of other epochs
-// become unreachable and L1, filled from them, is cleared.
-func (r *Redis) setEpoch(n int64, ticket uint64) {
-	r.epochMu.Lock()
-	if ticket < r.epochApplied {
-		r.epochMu.Unlock()
-		return // a later-issued read already decided
-	}
-	r.epochApplied = ticket
-	old := r.epoch.Swap(n)
-	r.epochMu.Unlock()
+// setEpochLocked moves to epoch n (r.epochMu held) and reports whether it
+// changed; the caller then calls epochChanged.
+func (r *Redis) setEpochLocked(n int64) bool {
 	r.m.RedisEpoch.Set(float64(n))
-	if old != n {
+	return r.epoch.Swap(n) != n
+}
+
+// epochChanged clears L1 after a move to another epoch: its entries were
+// filled from the old key space. Clearing after the move (not before) means
+// a fill that read the old key space cannot store into the cleared L1.
+func (r *Redis) epochChanged(changed bool) {
+	if changed {
 		r.o.OnClear()
 		r.m.L1Clears.Inc()
 	}
 }
 
+// setEpoch adopts epoch n announced by a message.
+func (r *Redis) setEpoch(n int64) {
+	r.epochMu.Lock()
+	changed := r.setEpochLocked(n)
+	r.epochMu.Unlock()
+	r.epochChanged(changed)
+}
+
 // ensureEpoch re-reads the epoch when the one in use is not vouched for.
 func (r *Redis) ensureEpoch(ctx context.Context) error {
-	if time.Now().UnixNano() < r.epochFreshUntil.Load() {
+	if r.epochFresh() {
 		return nil
 	}
-	return r.refreshEpoch(ctx)
+	return r.refreshEpoch(ctx, false)
 }
+
+func (r *Redis) epochFresh() bool { return time.Now().UnixNano() < r.epochFreshUntil.Load() }
 
 // refreshEpoch reads P:epoch and adopts it. Unless the subscription is up
 // (it then delivers every later bump), the value is trusted for epochTrust.
-func (r *Redis) refreshEpoch(ctx context.Context) error {
-	ticket := r.epochTick.Add(1)
+// Without force, a read that another caller made while this one waited for
+// the lock is good enough: a burst of requests makes one GET, not one each.
+func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
+	r.epochMu.Lock()
+	if !force && r.epochFresh() {
+		r.epochMu.Unlock()
+		return nil
+	}
 	n, err := r.c.Get(ctx, r.epochKey()).Int64()
 	if err != nil && !errors.Is(err, redis.Nil) {
+		r.epochMu.Unlock()
 		r.result("epoch", err)
 		return fmt.Errorf("reading the cache epoch: %w", err)
 	}
+	changed := r.setEpochLocked(n)
+	r.epochMu.Unlock()
 	r.result("epoch", nil)
-	r.setEpoch(n, ticket)
+	r.epochChanged(changed)
 	until := time.Now().Add(epochTrust).UnixNano()
 	for {
 		cur := r.epochFreshUntil.Load()
@@ -536,7 +559,7 @@ func (r *Redis) subscribe(ctx context.Context) {
 			r.subscribed.Store(true)
 			r.m.PubSubUp.Set(1)
 			ectx, cancel := context.WithTimeout(ctx, time.Second)
-			if err := r.refreshEpoch(ectx); err == nil {
+			if err := r.refreshEpoch(ectx, true); err == nil {
 				// Every later bump arrives as a message.
 				r.epochFreshUntil.Store(math.MaxInt64)
 			}
@@ -576,7 +599,7 @@ func (r *Redis) handle(payload string) {
 		r.m.Invalidations.WithLabelValues("pubsub").Inc()
 		r.o.OnRemoteInvalidate(n)
 	case "e":
-		r.setEpoch(n, r.epochTick.Add(1))
+		r.setEpoch(n)
 	}
 }
 

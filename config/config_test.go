@@ -512,3 +512,18 @@ func TestValidate_JitterNaN(t *testing.T) {
 		t.Errorf("Validate(NaN jitter) = %v", err)
 	}
 }
+
+func TestEnv_KubernetesServiceLinksAreIgnored(t *testing.T) {
+	env := []string{
+		"ANQI_EDGE_PORT=tcp://10.0.0.1:80",
+		"ANQI_EDGE_PORT_80_TCP_ADDR=10.0.0.1",
+		"ANQI_EDGE_SERVICE_HOST=10.0.0.1",
+		"ANQI_EDGE_SERVICE_PORT=80",
+	}
+	if _, err := Parse(nil, env); err != nil {
+		t.Fatalf("service-link variables must not be config errors: %v", err)
+	}
+	if _, err := Parse(nil, []string{"ANQI_EDGE_PORTS=1"}); err == nil {
+		t.Fatal("ANQI_EDGE_PORTS is no service link and names no key: want an error")
+	}
+}

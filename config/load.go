@@ -201,7 +201,7 @@ func applyEnv(c *Config, environ []string) error {
 	keys := envKeys(c)
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+		if !ok || !strings.HasPrefix(name, EnvPrefix) || serviceLink(name) {
 			continue
 		}
 		k, ok := keys[name]
@@ -217,6 +217,16 @@ func applyEnv(c *Config, environ []string) error {
 		}
 	}
 	return nil
+}
+
+// serviceLink reports whether name is one of the variables Kubernetes
+// injects for a Service called anqi-edge (ANQI_EDGE_PORT,
+// ANQI_EDGE_PORT_8080_TCP_ADDR, ANQI_EDGE_SERVICE_HOST, ...). No config
+// section is called "port" or "service", so they can never be meant as keys,
+// and refusing them would crash-loop every pod in such a namespace.
+func serviceLink(name string) bool {
+	rest := strings.TrimPrefix(name, EnvPrefix)
+	return rest == "PORT" || strings.HasPrefix(rest, "PORT_") || strings.HasPrefix(rest, "SERVICE_")
 }
 
 // secretKeys are never echoed in error messages.

@@ -91,8 +91,9 @@ func (s *Server) purge(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusForbidden, "purge is disabled: set admin.token")
 		return
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+	// The scheme name is case-insensitive (RFC 9110 §11.1).
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="anqi-edge admin"`)
 		adminError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 		return

@@ -35,8 +35,13 @@ func TestAdmin_PurgeDropsTheOrderOnEveryTier(t *testing.T) {
 	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="purge"`); n != 1 {
 		t.Errorf("purge invalidations = %v, want 1", n)
 	}
-	// Purging an order nobody cached is fine too.
+	// Purging an order nobody cached is fine too, and the scheme name is
+	// case-insensitive.
 	invPurge(t, env.Admin, 999)
+	if resp, b := edgetest.Do(t, http.MethodPost, env.Admin+"/admin/purge?id=2", nil,
+		"Authorization: bearer admin-secret"); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("purge with a lower-case scheme: HTTP %d %s", resp.StatusCode, b)
+	}
 }
 
 func TestAdmin_PurgeRefusesBadRequests(t *testing.T) {
@@ -51,6 +56,8 @@ func TestAdmin_PurgeRefusesBadRequests(t *testing.T) {
 		{"wrong token", http.MethodPost, "id=1", []string{"Authorization: Bearer admin-secreT"}, http.StatusUnauthorized},
 		{"token prefix", http.MethodPost, "id=1", []string{"Authorization: Bearer admin-secre"}, http.StatusUnauthorized},
 		{"token not bearer", http.MethodPost, "id=1", []string{"Authorization: Basic admin-secret"}, http.StatusUnauthorized},
+		{"token without scheme", http.MethodPost, "id=1", []string{"Authorization: admin-secret"}, http.StatusUnauthorized},
+		{"token with a suffix", http.MethodPost, "id=1", []string{"Authorization: Bearer admin-secret2"}, http.StatusUnauthorized},
 		{"empty bearer", http.MethodPost, "id=1", []string{"Authorization: Bearer "}, http.StatusUnauthorized},
 		{"id missing", http.MethodPost, "", []string{"Authorization: Bearer admin-secret"}, http.StatusBadRequest},
 		{"id empty", http.MethodPost, "id=", []string{"Authorization: Bearer admin-secret"}, http.StatusBadRequest},

@@ -565,7 +565,7 @@ func TestDetail_NeverServesAnotherUsersOrder(t *testing.T) {
 			2: {"b.example.com", "B.Example.Com:443", "b2.example.com"},
 		}
 
-		const n = 2400
+		const n = 2000
 		rnd := rand.New(rand.NewPCG(7, map[bool]uint64{true: 1, false: 2}[verify]))
 		reqs := make([]dtReq, n)
 		for i := range reqs {
@@ -684,6 +684,7 @@ func TestDetail_NeverServesAnotherUsersOrder(t *testing.T) {
 // --- collapsing -------------------------------------------------------------
 
 func TestDetail_ColdKeyStormMakesOneUpstreamCall(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	env := dtStart(t, true, []string{redistest.Shared(t)}, nil)
 	_, o, tok := dtSeedOne(env)
 	env.Fake.SetLatency(proxy.DetailPath, 200*time.Millisecond)
@@ -884,6 +885,7 @@ func dtHeaderAdder(t *testing.T, upstream string) string {
 }
 
 func TestDetail_PerRequestHeadersAreNeverReplayed(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	dtModes(t, func(t *testing.T, verify bool) {
 		env := dtStart(t, verify, []string{redistest.Shared(t)}, nil)
 		// This replica caches tokens with 30 minutes left (renew window 1m),
@@ -1062,8 +1064,10 @@ func TestDetail_RedisKilledMidLoadServesEveryRequestAndRecovers(t *testing.T) {
 }
 
 func TestDetail_UpstreamDownServesStaleOrAnEnvelope(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	for _, withRedis := range []bool{false, true} {
 		t.Run(map[bool]string{false: "l1", true: "redis"}[withRedis], func(t *testing.T) {
+			t.Parallel()
 			var addrs []string
 			if withRedis {
 				addrs = []string{redistest.Shared(t)}
@@ -1073,7 +1077,7 @@ func TestDetail_UpstreamDownServesStaleOrAnEnvelope(t *testing.T) {
 				c.Cache.StaleWhileRevalidate = config.Duration{}
 				c.Cache.StaleIfError = config.Duration{Duration: time.Minute}
 				c.Cache.Memory.TTL = config.Duration{Duration: 100 * time.Millisecond}
-				c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
+				c.Upstream.Timeout = config.Duration{Duration: time.Second}
 			})
 			users, orders := env.Fake.Seed(1, 3)
 			tok := env.Fake.Token(users[0].ID, 48*time.Hour)
@@ -1083,8 +1087,8 @@ func TestDetail_UpstreamDownServesStaleOrAnEnvelope(t *testing.T) {
 			}
 			time.Sleep(300 * time.Millisecond) // past ttl
 
-			// Upstream times out.
-			env.Fake.SetLatency(proxy.DetailPath, 3*time.Second)
+			// Upstream times out (upstream.timeout is 1s).
+			env.Fake.SetLatency(proxy.DetailPath, 5*time.Second)
 			a := dtGet(t, edgetest.DetailURL(env.URL, orders[0].ID), "token: "+tok)
 			if a.status != http.StatusOK || a.xcache() != "STALE" || !bytes.Equal(a.body, cached.body) {
 				t.Errorf("cached order, upstream timing out: %s, want the stale copy", a)
@@ -1115,8 +1119,10 @@ func TestDetail_UpstreamDownServesStaleOrAnEnvelope(t *testing.T) {
 }
 
 func TestDetail_StaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	for _, withRedis := range []bool{false, true} {
 		t.Run(map[bool]string{false: "l1", true: "redis-without-l1"}[withRedis], func(t *testing.T) {
+			t.Parallel()
 			var addrs []string
 			if withRedis {
 				addrs = []string{redistest.Shared(t)}
@@ -1187,6 +1193,7 @@ func TestDetail_StaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 }
 
 func TestDetail_SlowUpstreamAnswersEveryWaiterByItsDeadline(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	env := dtStart(t, true, nil, func(c *config.Config) {
 		c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
 	})
@@ -1220,6 +1227,7 @@ func TestDetail_SlowUpstreamAnswersEveryWaiterByItsDeadline(t *testing.T) {
 }
 
 func TestDetail_StuckLeaderDoesNotHangFollowersOrTheKey(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	env := dtStart(t, true, nil, func(c *config.Config) {
 		c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
 	})
@@ -1250,12 +1258,23 @@ func TestDetail_StuckLeaderDoesNotHangFollowersOrTheKey(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	gaveUp := 0
 	for i, a := range answers {
 		// Each waiter gives up on its own deadline (upstream.timeout plus
 		// the Redis budget plus 1s, under 2s here); 8s is a generous bound.
-		if errs[i] != nil || a.status != http.StatusGatewayTimeout || a.code != -1 || took[i] > 8*time.Second {
-			t.Errorf("request %d: %s %v after %v, want 504 with the envelope", i, a, errs[i], took[i])
+		// A request that a loaded machine started only after the others
+		// gave up runs a new flight and gets the order.
+		switch {
+		case errs[i] != nil || took[i] > 8*time.Second:
+			t.Errorf("request %d: %s %v after %v", i, a, errs[i], took[i])
+		case a.status == http.StatusGatewayTimeout && a.code == -1:
+			gaveUp++
+		case a.status != http.StatusOK || a.code != 0:
+			t.Errorf("request %d: %s, want 504 with the envelope", i, a)
 		}
+	}
+	if gaveUp == 0 {
+		t.Fatal("no request waited on the stuck flight")
 	}
 	// The key is not poisoned: while the first fill is still stuck, a new
 	// request starts its own flight and gets the order.
@@ -1263,12 +1282,13 @@ func TestDetail_StuckLeaderDoesNotHangFollowersOrTheKey(t *testing.T) {
 	if a.status != http.StatusOK || a.code != 0 || a.order != o.ID {
 		t.Fatalf("request after the stuck flight was given up: %s", a)
 	}
-	if f := fills.Load(); f != 2 {
-		t.Errorf("%d fills, want the stuck one and one new one", f)
+	if f := fills.Load(); f < 2 {
+		t.Errorf("%d fills, want the stuck one and a new one", f)
 	}
 }
 
 func TestDetail_PanicInAFillReachesNoOtherRequest(t *testing.T) {
+	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	env := dtStart(t, true, nil, nil)
 	users, orders := env.Fake.Seed(1, 2)
 	tok := env.Fake.Token(users[0].ID, 48*time.Hour)

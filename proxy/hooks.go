@@ -19,7 +19,8 @@ import (
 
 // WriteHooks forwards the writes that change an order and, once AnqiCMS
 // has accepted one (HTTP 200, code 0), invalidates that order before the
-// answer goes back, so the writer's next read sees the change.
+// answer goes back, so the writer's next read sees the change. A write whose
+// outcome is unknown (no answer: timeout, reset) invalidates too.
 type WriteHooks struct {
 	rules []hookRule
 	up    *Upstream
@@ -81,11 +82,24 @@ func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
 	observe(w.m, metrics.RouteWrite, start, err)
 	if err != nil {
 		w.log.Warn("upstream write failed", "path", string(r.path), "err", err)
+		if idErr == nil {
+			// A timeout or reset says nothing about whether AnqiCMS stored
+			// the write; one extra miss is cheaper than keeping a body it
+			// may have changed.
+			w.invalidate(ctx, order, string(r.path))
+		}
 		writeUpstreamFailure(ctx, err)
 		return
 	}
-	if idErr == nil && resp.StatusCode() == fasthttp.StatusOK && len(resp.Header.ContentEncoding()) == 0 {
-		if code, ok := anqicms.EnvelopeCode(resp.Body()); ok && code == anqicms.CodeOK {
+	if idErr == nil && resp.StatusCode() == fasthttp.StatusOK {
+		// The client's Accept-Encoding went upstream, so AnqiCMS (or a
+		// compressing proxy in front of it) may have gzipped the answer; it
+		// is read decoded here and forwarded as it came.
+		body, derr := resp.BodyUncompressedWithLimit(maxWriteAnswer)
+		if derr != nil {
+			w.log.Warn("write hook could not decode the upstream answer; order not invalidated",
+				"path", string(r.path), "order", order, "content_encoding", string(resp.Header.ContentEncoding()), "err", derr)
+		} else if code, ok := anqicms.EnvelopeCode(body); ok && code == anqicms.CodeOK {
 			w.invalidate(ctx, order, string(r.path))
 		}
 	}
@@ -106,6 +120,10 @@ func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, order int64, path stri
 }
 
 var errNoID = errors.New("order id not found")
+
+// maxWriteAnswer bounds how far a compressed write answer is inflated to
+// read its envelope code; AnqiCMS answers writes with a small envelope.
+const maxWriteAnswer = 1 << 20
 
 // orderID reads the rule's id field: json:FIELD (number or numeric string),
 // form:FIELD (urlencoded body) or query:FIELD.

@@ -9,12 +9,17 @@ package proxy_test
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -557,38 +562,70 @@ func TestInvalidate_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
 // --- Redis unreachable: queued invalidations --------------------------------
 
 func TestInvalidate_MessageSentWhileRedisIsDownIsNotLost(t *testing.T) {
-	srv := redistest.Start(t)
-	env, tok, _ := invStart(t, []string{srv.Addr()}, nil)
-	_, bURL, bAdmin := env.Replica(t, nil)
-	invSubscribed(t, env.Admin, bAdmin)
-	const order = 1
-	invWarm(t, env.URL, order, tok)
-	invWarm(t, bURL, order, tok) // B has it in L1, and it is in Redis
-
-	srv.Kill()
-	content := "sent while Redis was down"
-	if code := invSend(t, env.URL, order, tok, content); code != 0 {
-		t.Fatalf("send with Redis down answered code %d", code)
-	}
-	if d := invRead(t, env.URL, order, tok); !d.has(content) {
-		t.Fatalf("the sender's replica does not show its own write with Redis down (X-Cache %s)", d.xcache)
-	}
-	if r := invReadyz(t, env.Admin); r.Redis.Pending != 1 {
-		t.Errorf("pending invalidations with Redis down = %d, want 1", r.Redis.Pending)
-	}
-
-	srv.Restart(t)
-	invEventually(t, "A to apply its queued invalidation", func() bool {
-		r := invReadyz(t, env.Admin)
-		return r.Redis.Pending == 0 && r.Redis.Subscribed
-	})
-	invSubscribed(t, bAdmin)
-	for _, u := range []string{env.URL, bURL} {
-		for range 3 {
-			if d := invRead(t, u, order, tok); !d.has(content) {
-				t.Fatalf("%s served the pre-message body after Redis came back (X-Cache %s)", u, d.xcache)
+	// killed: Redis dies and comes back empty. partitioned: only A loses
+	// Redis (a gate between them) and Redis keeps the old entry B filled,
+	// which A's queued invalidation must drop when it reconnects.
+	for _, mode := range []string{"killed", "partitioned"} {
+		t.Run(mode, func(t *testing.T) {
+			var down, up func()
+			var env *edgetest.Env
+			var tok, bURL, bAdmin string
+			if mode == "killed" {
+				srv := redistest.Start(t)
+				env, tok, _ = invStart(t, []string{srv.Addr()}, nil)
+				_, bURL, bAdmin = env.Replica(t, nil)
+				down, up = srv.Kill, func() { srv.Restart(t) }
+			} else {
+				addr := redistest.Shared(t)
+				gate := invStartGate(t, addr)
+				var prefix, channel string
+				env, tok, _ = invStart(t, []string{gate.Addr()}, func(c *config.Config) {
+					prefix, channel = c.Redis.KeyPrefix, c.Redis.Channel
+				})
+				_, bURL, bAdmin = env.Replica(t, func(c *config.Config) {
+					c.Redis.Addrs = []string{addr}
+					c.Redis.KeyPrefix, c.Redis.Channel = prefix, channel
+				})
+				down, up = func() { gate.setDown(true) }, func() { gate.setDown(false) }
 			}
-		}
+			invSubscribed(t, env.Admin, bAdmin)
+			const order = 1
+			invWarm(t, env.URL, order, tok)
+			invWarm(t, bURL, order, tok) // B has it in L1, and it is in Redis
+
+			down()
+			content := "sent while Redis was down"
+			if code := invSend(t, env.URL, order, tok, content); code != 0 {
+				t.Fatalf("send with Redis down answered code %d", code)
+			}
+			if d := invRead(t, env.URL, order, tok); !d.has(content) {
+				t.Fatalf("the sender's replica does not show its own write with Redis down (X-Cache %s)", d.xcache)
+			}
+			if r := invReadyz(t, env.Admin); r.Redis.Pending != 1 {
+				t.Errorf("pending invalidations with Redis down = %d, want 1", r.Redis.Pending)
+			}
+
+			up()
+			invEventually(t, "A to apply its queued invalidation", func() bool {
+				r := invReadyz(t, env.Admin)
+				return r.Redis.Pending == 0 && r.Redis.Subscribed
+			})
+			invSubscribed(t, bAdmin)
+			if mode == "partitioned" {
+				// B was connected throughout; it hears of the change from A's
+				// drain, asynchronously.
+				invEventually(t, "B to hear A's drained invalidation", func() bool {
+					return invMetric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`) >= 1
+				})
+			}
+			for _, u := range []string{env.URL, bURL} {
+				for range 3 {
+					if d := invRead(t, u, order, tok); !d.has(content) {
+						t.Fatalf("%s served the pre-message body after Redis came back (X-Cache %s)", u, d.xcache)
+					}
+				}
+			}
+		})
 	}
 }
 
@@ -812,6 +849,79 @@ func TestInvalidate_EveryBuiltInWriteInvalidatesItsOrder(t *testing.T) {
 	}
 	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 2 {
 		t.Errorf("write invalidations = %v, want 2", n)
+	}
+}
+
+// invGzipUpstream is AnqiCMS behind a compressing layer (Iris's compression
+// middleware, or nginx with gzip on): answers are gzipped for clients that
+// accept it.
+func invGzipUpstream(t *testing.T, target string) string {
+	t.Helper()
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		rp.ServeHTTP(rec, r)
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(rec.Body.Bytes())
+		zw.Close()
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.Header().Set("Content-Encoding", "gzip")
+		w.WriteHeader(rec.Code)
+		w.Write(buf.Bytes())
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestInvalidate_CompressedWriteAnswerStillInvalidates(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
+	gz := invGzipUpstream(t, env.FakeURL)
+	_, edge, _ := env.Replica(t, func(c *config.Config) { c.Upstream.URL = gz })
+	invWarm(t, edge, 1, tok)
+	resp, b := edgetest.Do(t, http.MethodPost, edge+invSendPath,
+		strings.NewReader(`{"comm_order_id":1,"content":"sent by a browser"}`),
+		"Content-Type: application/json", "Accept-Encoding: gzip, deflate, br", "token: "+tok)
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("the write answer should come back as AnqiCMS sent it (gzip), got %q", resp.Header.Get("Content-Encoding"))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	if !bytes.HasPrefix(plain, []byte(`{"code":0`)) {
+		t.Fatalf("write answer: %s", plain)
+	}
+	if d := invRead(t, edge, 1, tok); !d.has("sent by a browser") {
+		t.Fatalf("a write whose answer was gzipped did not invalidate (X-Cache %s)", d.xcache)
+	}
+}
+
+func TestInvalidate_WriteThatTimesOutStillInvalidates(t *testing.T) {
+	// AnqiCMS stores the message, then answers too late: the client gets a
+	// 504, but the order did change, and the next read must show it.
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
+		c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
+	})
+	invWarm(t, env.URL, 1, tok)
+	env.Fake.SetLatency(invSendPath, 2*time.Second)
+	resp, b := edgetest.Do(t, http.MethodPost, env.URL+invSendPath,
+		strings.NewReader(`{"comm_order_id":1,"content":"stored, answered late"}`), "Content-Type: application/json", "token: "+tok)
+	env.Fake.SetLatency(invSendPath, 0)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("late write answer: HTTP %d %s, want 504", resp.StatusCode, b)
+	}
+	if d := invRead(t, env.URL, 1, tok); !d.has("stored, answered late") {
+		t.Fatalf("read after a write with an unknown outcome serves the old body (X-Cache %s)", d.xcache)
 	}
 }
 

@@ -28,7 +28,12 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	p.up.prepare(ctx, req)
-	if stream := ctx.RequestBodyStream(); false && stream != nil {
+	// Only requests that carry a body stream it: a bodiless GET forwarded as
+	// a stream could not be retried on a keep-alive connection that
+	// AnqiCMS closed a moment earlier.
+	if cl := ctx.Request.Header.ContentLength(); cl == 0 || (cl < 0 && cl != -1) {
+		req.SetBodyRaw(nil)
+	} else if stream := ctx.RequestBodyStream(); stream != nil {
 		// Uploads are streamed through, never held whole in memory.
 		if p.maxBody > 0 {
 			stream = &limitedBody{r: stream, left: p.maxBody}

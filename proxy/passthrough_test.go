@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -176,11 +177,10 @@ func TestPassThrough_LargeUploadArrivesByteEqual(t *testing.T) {
 			t.Errorf("%s: Content-Type %q", name, ct)
 		}
 
-		body = bytes.NewReader(upload)
 		if chunked {
-			body = onlyReader{bytes.NewReader(upload)}
+			continue // the streaming test below sends chunked uploads to /__echo
 		}
-		er, eb := edgetest.Do(t, http.MethodPost, env.URL+"/__echo/upload", body)
+		er, eb := edgetest.Do(t, http.MethodPost, env.URL+"/__echo/upload", bytes.NewReader(upload))
 		e := decodeEcho(t, er, eb)
 		if e.BodyLen != int64(len(upload)) || e.BodySHA256 != want {
 			t.Fatalf("%s: upstream received %d bytes (sha %s), want %d (sha %s)", name, e.BodyLen, e.BodySHA256, len(upload), want)
@@ -196,7 +196,7 @@ func TestPassThrough_UploadIsStreamedNotBuffered(t *testing.T) {
 	for _, chunked := range []bool{false, true} {
 		t.Run(fmt.Sprintf("chunked=%v", chunked), func(t *testing.T) {
 			env := startEdge(t, longUpstream)
-			upload := pattern(20 << 20)
+			upload := pattern(12 << 20)
 			first := 1 << 20
 
 			pr, pw := io.Pipe()
@@ -214,8 +214,12 @@ func TestPassThrough_UploadIsStreamedNotBuffered(t *testing.T) {
 				err  error
 			}
 			done := make(chan result, 1)
+			// Longer than the wait below, so a buffering proxy fails the
+			// wait, not the client.
+			client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
 			go func() {
-				resp, err := edgetest.Client.Do(req)
+				resp, err := client.Do(req)
 				if err != nil {
 					done <- result{err: err}
 					return
@@ -229,10 +233,10 @@ func TestPassThrough_UploadIsStreamedNotBuffered(t *testing.T) {
 			if _, err := pw.Write(upload[:first]); err != nil {
 				t.Fatalf("writing the first part: %v", err)
 			}
-			deadline := time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(15 * time.Second)
 			for env.Fake.Calls("/__echo/stream") == 0 {
 				if time.Now().After(deadline) {
-					t.Fatal("upstream saw no request after 1 MiB of a 20 MiB upload: the body is buffered, not streamed")
+					t.Fatal("upstream saw no request after 1 MiB of a 12 MiB upload: the body is buffered, not streamed")
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
@@ -244,8 +248,8 @@ func TestPassThrough_UploadIsStreamedNotBuffered(t *testing.T) {
 			var r result
 			select {
 			case r = <-done:
-			case <-time.After(20 * time.Second):
-				t.Fatal("no answer 20s after the upload finished")
+			case <-time.After(40 * time.Second):
+				t.Fatal("no answer 40s after the upload finished")
 			}
 			if r.err != nil {
 				t.Fatal(r.err)
@@ -613,5 +617,67 @@ func TestPassThrough_ExpectContinueOverTheLimitIsRefusedBeforeTheBodyIsSent(t *t
 	b, _ := io.ReadAll(r2.Body)
 	if e := decodeEcho(t, r2, b); e.BodyLen != 1000 {
 		t.Fatalf("upstream received %d bytes, want 1000", e.BodyLen)
+	}
+}
+
+// TestPassThrough_DownloadIsStreamedNotBuffered: the client receives the
+// start of a large answer while the upstream is still holding back the
+// rest. A proxy that buffered whole answers would send nothing until then.
+func TestPassThrough_DownloadIsStreamedNotBuffered(t *testing.T) {
+	const first, total = 1 << 20, 8 << 20
+	body := pattern(total)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	defer unblock()
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(total))
+		w.Write(body[:first])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(body[first:])
+	}), ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go up.Serve(ln)
+	t.Cleanup(func() { up.Close() })
+	env := startEdge(t, func(c *config.Config) {
+		c.Upstream.URL = "http://" + ln.Addr().String()
+		longUpstream(c)
+	})
+
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(env.URL + "/download")
+	if err != nil {
+		t.Fatalf("no answer headers while the upstream holds back the body: %v", err)
+	}
+	defer resp.Body.Close()
+	got := make([]byte, total)
+	readFirst := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(resp.Body, got[:first])
+		readFirst <- err
+	}()
+	select {
+	case err := <-readFirst:
+		if err != nil {
+			t.Fatalf("reading the first MiB: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first MiB did not arrive while the upstream held back the rest: the answer is buffered, not streamed")
+	}
+	unblock()
+	if _, err := io.ReadFull(resp.Body, got[first:]); err != nil {
+		t.Fatalf("reading the rest: %v", err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatal("streamed answer differs from the upstream's")
 	}
 }

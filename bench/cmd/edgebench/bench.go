@@ -239,12 +239,13 @@ func bench(ctx context.Context, o options) (err error) {
 			if cpu1, ok := cpuOf(h.target.pid, h.target.tree); ok && cpuOK {
 				r.ServerCPU = cpu1 - cpu0
 			}
-			h.upstream += calls() - c0
+			up := calls() - c0
+			h.upstream += up
 			h.edgeHits += edgeHits(ctx, h.target.edge) - hits0
 			h.rounds = append(h.rounds, r)
-			logf("hot round %d/%d %-32s %9.0f req/s  p50 %-9s p99 %-9s CPU: server %.2f, wrk %.2f cores; non-2xx %d, socket errors %d",
+			logf("hot round %d/%d %-32s %9.0f req/s  p50 %-9s p99 %-9s CPU: server %.2f, wrk %.2f cores; upstream calls %d; non-2xx %d, socket errors %d",
 				round, o.rounds, h.target.label, r.RPS, fmtDur(r.P50), fmtDur(r.P99),
-				r.ServerCPU.Seconds()/r.Wall.Seconds(), r.ClientCPU.Seconds()/r.Wall.Seconds(), r.Non2xx, r.SockErrs)
+				r.ServerCPU.Seconds()/r.Wall.Seconds(), r.ClientCPU.Seconds()/r.Wall.Seconds(), up, r.Non2xx, r.SockErrs)
 		}
 	}
 	l1, ng := res.hot[0], res.hot[3]

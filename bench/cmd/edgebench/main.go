@@ -87,6 +87,9 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := bench(ctx, o); err != nil {
+		if ctx.Err() != nil {
+			err = errInterrupted // not the wrk or dial error the interruption caused
+		}
 		fmt.Fprintln(os.Stderr, "edgebench:", err)
 		return 1
 	}
