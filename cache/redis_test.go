@@ -348,9 +348,25 @@ type gate struct {
 	target string
 	hole   atomic.Bool
 	mu     sync.Mutex
+	down   bool // refuse connections (and cut the open ones)
 	conns  []net.Conn
 	wg     sync.WaitGroup
 }
+
+// setDown cuts every connection and refuses new ones until set back.
+func (g *gate) setDown(down bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.down = down
+	if down {
+		for _, c := range g.conns {
+			c.Close()
+		}
+		g.conns = nil
+	}
+}
+
+func (g *gate) Addr() string { return g.ln.Addr().String() }
 
 func startGate(t *testing.T, target string) *gate {
 	t.Helper()
@@ -367,12 +383,18 @@ func startGate(t *testing.T, target string) *gate {
 			if err != nil {
 				return
 			}
-			up, err := net.DialTimeout("tcp", target, time.Second)
-			if err != nil {
+			g.mu.Lock()
+			if g.down {
+				g.mu.Unlock()
 				c.Close()
 				continue
 			}
-			g.mu.Lock()
+			up, err := net.DialTimeout("tcp", target, time.Second)
+			if err != nil {
+				g.mu.Unlock()
+				c.Close()
+				continue
+			}
 			g.conns = append(g.conns, c, up)
 			g.mu.Unlock()
 			g.wg.Add(2)
@@ -410,16 +432,22 @@ func (g *gate) pipe(dst, src net.Conn) {
 	}
 }
 
+// through points tr at addr (a gate) instead; call before run.
+func (tr *tier) through(t *testing.T, addr string) {
+	t.Helper()
+	tr.c.Close()
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 250 * time.Millisecond,
+		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	tr.c, tr.r.o.Client, tr.r.c = c, c, c
+}
+
 func TestRedis_SilentlyDeadSubscriptionIsNoticedAndReplaced(t *testing.T) {
 	addr := redistest.Shared(t)
 	g := startGate(t, addr)
 	a, b := pair(t, []string{addr}, false, nil)
-	a.r.o.Client.Close()
 	// A reaches Redis through the gate; B directly.
-	ac := redis.NewClient(&redis.Options{Addr: g.ln.Addr().String(), DialTimeout: 250 * time.Millisecond,
-		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { ac.Close() })
-	a.r.o.Client, a.r.c = ac, ac
+	a.through(t, g.Addr())
 	a.run(t)
 	waitSubscribed(t, a)
 
@@ -444,17 +472,21 @@ func TestRedis_SilentlyDeadSubscriptionIsNoticedAndReplaced(t *testing.T) {
 // --- Redis unreachable: the queue and the epoch --------------------------------
 
 func TestRedis_InvalidationsQueuedWhileDownApplyBeforeReadsResume(t *testing.T) {
-	srv := redistest.Start(t)
-	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	// A loses Redis (a gate cuts it off), B does not, and Redis keeps the
+	// entry from before the change: A's queued invalidation must drop it.
+	addr := redistest.Shared(t)
+	g := startGate(t, addr)
+	a, b := pair(t, []string{addr}, false, nil)
+	a.through(t, g.Addr())
 	k := testKey(3, "u1")
-	fill(t, a, k, "before")
+	fill(t, b, k, "before")
 	a.run(t)
 	waitSubscribed(t, a)
 
-	srv.Kill()
+	g.setDown(true)
 	queued, _ := a.r.Invalidate(ctxT(t), 3)
 	if !queued {
-		t.Fatal("an invalidation with Redis down was not queued")
+		t.Fatal("an invalidation with Redis unreachable was not queued")
 	}
 	if _, _, err := a.r.Get(ctxT(t), k); err == nil {
 		t.Fatal("Get read Redis with an invalidation pending")
@@ -465,16 +497,19 @@ func TestRedis_InvalidationsQueuedWhileDownApplyBeforeReadsResume(t *testing.T) 
 	if st := a.r.Status(ctxT(t)); st.Pending != 1 {
 		t.Fatalf("status reports %d pending, want 1", st.Pending)
 	}
-
-	srv.Restart(t)
-	// Restart lost the data; put an entry from before the change back, as a
-	// Redis that kept its data would still hold it, to see the queue drop it.
-	fill(t, b, k, "before")
-	eventually(t, "the queue to drain", func() bool { return !a.r.blocked.Load() })
-	if body, ok := get(t, a, k); ok {
-		t.Fatalf("the entry from before the change survived the drain: %q", body)
+	if body, ok := get(t, b, k); !ok || body != "before" {
+		t.Fatalf("B, still connected, should still see the old entry: %q %v", body, ok)
 	}
-	if st := a.r.Status(ctxT(t)); st.Pending != 0 || st.Breaker != "closed" {
+
+	g.setDown(false)
+	eventually(t, "the queue to drain", func() bool { return !a.r.blocked.Load() })
+	for _, tr := range []*tier{a, b} {
+		if body, ok := get(t, tr, k); ok {
+			t.Fatalf("replica %s: the entry from before the change survived the drain: %q", tr.r.o.ReplicaID, body)
+		}
+	}
+	eventually(t, "the breaker to close", func() bool { return a.r.Status(ctxT(t)).Breaker == "closed" })
+	if st := a.r.Status(ctxT(t)); st.Pending != 0 {
 		t.Fatalf("after the drain: %+v", st)
 	}
 }

@@ -86,37 +86,11 @@ func NewDetail(o DetailOptions, up *Upstream, pass *PassThrough, ids *anqicms.Id
 // allocation: everything up to respond works on stack buffers and on
 // slices fasthttp owns.
 func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
-	if !ctx.IsGet() && !ctx.IsHead() {
-		d.bypass(ctx)
+	key, _, ok := d.admit(ctx)
+	if !ok {
 		return
-	}
-	order, bad := parseOrderID(ctx.QueryArgs())
-	if bad != nil {
-		writeEnvelope(ctx, fasthttp.StatusOK, bad)
-		return
-	}
-	var siteBuf [128]byte
-	site := anqicms.SiteHost(siteBuf[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
-	token := ctx.Request.Header.Peek("token")
-	if len(token) == 0 {
-		token = ctx.Request.Header.Cookie("token")
 	}
 	now := time.Now()
-	id := d.ids.Identify(site, token, now)
-	// Anonymous requests are never cached: AnqiCMS, not anqi-edge, decides
-	// who is logged in. Tokens about to expire go through so AnqiCMS can
-	// send Update-Token.
-	if id.Kind == anqicms.Anonymous || (id.Expiry != 0 && time.Unix(id.Expiry, 0).Sub(now) < d.o.RenewWindow) {
-		d.bypass(ctx)
-		return
-	}
-	key := cache.MakeKey(order, cache.KeyParts{
-		Site:     site,
-		SiteID:   ctx.QueryArgs().Peek("site_id"),
-		Lang:     ctx.Request.Header.Cookie("lang"),
-		Identity: byte(id.Kind),
-		ID:       id.ID,
-	})
 	nowN := now.UnixNano()
 	if e, fresh := d.l1.Get(key, nowN); e != nil && fresh {
 		switch d.state(e, nowN) {
@@ -133,6 +107,43 @@ func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
 	}
 	d.m.L1Miss.Inc()
 	d.miss(ctx, key, now)
+}
+
+// admit parses and identifies a detail request and derives its key. When
+// the request must not use the cache it answers it itself (bad id: a local
+// error; anonymous or about-to-renew token: forwarded) and reports false.
+func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, bool) {
+	if !ctx.IsGet() && !ctx.IsHead() {
+		d.bypass(ctx)
+		return cache.Key{}, anqicms.Identity{}, false
+	}
+	order, bad := parseOrderID(ctx.QueryArgs())
+	if bad != nil {
+		writeEnvelope(ctx, fasthttp.StatusOK, bad)
+		return cache.Key{}, anqicms.Identity{}, false
+	}
+	var siteBuf [128]byte
+	site := anqicms.SiteHost(siteBuf[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
+	token := ctx.Request.Header.Peek("token")
+	if len(token) == 0 {
+		token = ctx.Request.Header.Cookie("token")
+	}
+	now := time.Now()
+	id := d.ids.Identify(site, token, now)
+	// Anonymous requests are never cached: AnqiCMS, not anqi-edge, decides
+	// who is logged in. Tokens about to expire go through so AnqiCMS can
+	// send Update-Token.
+	if id.Kind == anqicms.Anonymous || (id.Expiry != 0 && time.Unix(id.Expiry, 0).Sub(now) < d.o.RenewWindow) {
+		d.bypass(ctx)
+		return cache.Key{}, anqicms.Identity{}, false
+	}
+	return cache.MakeKey(order, cache.KeyParts{
+		Site:     site,
+		SiteID:   ctx.QueryArgs().Peek("site_id"),
+		Lang:     ctx.Request.Header.Cookie("lang"),
+		Identity: byte(id.Kind),
+		ID:       id.ID,
+	}), id, true
 }
 
 // bypass forwards without touching the cache.
@@ -255,12 +266,25 @@ var errFillPanic = errors.New("detail fill panicked")
 // has a new generation, so it starts a new flight instead of joining one
 // that may be carrying data from before the change.
 func (d *Detail) miss(ctx *fasthttp.RequestCtx, key cache.Key, now time.Time) {
-	g := d.l1.Gen(key.Order)
-	fk := flightKey('m', key, g)
 	// The flight outlives nothing it borrows: fasthttp reuses ctx after we
 	// return, so the upstream request is a copy.
-	req := d.upstreamRequest(ctx)
 	me := &leaderHeaders{}
+	res, err := d.flight(key, d.upstreamRequest(ctx), me)
+	if err != nil {
+		d.fail(ctx, err)
+		return
+	}
+	d.write(ctx, res, me, time.Now().UnixNano())
+}
+
+var errFlightTimeout = errors.New("detail flight did not finish in time")
+
+// flight resolves key through one flight per (key, L1 generation) and waits
+// for it, at most d.wait. me receives AnqiCMS's per-request headers if this
+// caller's request is the one that went upstream.
+func (d *Detail) flight(key cache.Key, req *fasthttp.Request, me *leaderHeaders) (*flightResult, error) {
+	g := d.l1.Gen(key.Order)
+	fk := flightKey('m', key, g)
 	timer := time.NewTimer(d.wait)
 	defer timer.Stop()
 	// A follower whose leader panicked tries once more in a flight of its
@@ -278,28 +302,46 @@ func (d *Detail) miss(ctx *fasthttp.RequestCtx, key cache.Key, now time.Time) {
 				d.m.Collapsed.Inc()
 			}
 			if r.Err != nil {
-				if errors.Is(r.Err, errFillPanic) {
-					if !me.ran && attempt == 0 {
-						continue
-					}
-					writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
-				} else {
-					writeUpstreamFailure(ctx, r.Err)
+				if errors.Is(r.Err, errFillPanic) && !me.ran && attempt == 0 {
+					continue
 				}
-				d.m.DetailResults.WithLabelValues("ERROR").Inc()
-				return
+				return nil, r.Err
 			}
-			d.write(ctx, r.Val.(*flightResult), me, time.Now().UnixNano())
+			return r.Val.(*flightResult), nil
 		case <-timer.C:
 			// The flight is stuck past every timeout it has: let later requests
 			// start a new one instead of queueing behind it.
 			d.flights.Forget(fk)
 			d.log.Warn("detail flight did not finish in time", "order", key.Order, "waited", d.wait)
-			d.m.DetailResults.WithLabelValues("ERROR").Inc()
-			writeEnvelope(ctx, fasthttp.StatusGatewayTimeout, upstreamUnavailable)
+			return nil, errFlightTimeout
 		}
-		return
 	}
+}
+
+// fail answers a request whose flight failed.
+func (d *Detail) fail(ctx *fasthttp.RequestCtx, err error) {
+	d.m.DetailResults.WithLabelValues("ERROR").Inc()
+	switch {
+	case errors.Is(err, errFillPanic):
+		writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
+	case errors.Is(err, errFlightTimeout):
+		writeEnvelope(ctx, fasthttp.StatusGatewayTimeout, upstreamUnavailable)
+	default:
+		writeUpstreamFailure(ctx, err)
+	}
+}
+
+// current is the order's answer for key as the detail path would give it
+// (fresh L1 entry, else a flight), without writing anything. Watchers use
+// it; tmpl is their upstream request, copied for each flight.
+func (d *Detail) current(key cache.Key, tmpl *fasthttp.Request) (*flightResult, error) {
+	now := time.Now().UnixNano()
+	if e, fresh := d.l1.Get(key, now); e != nil && fresh && d.state(e, now) == stateFresh {
+		return &flightResult{entry: e, label: xHit}, nil
+	}
+	req := new(fasthttp.Request)
+	tmpl.CopyTo(req)
+	return d.flight(key, req, &leaderHeaders{})
 }
 
 func (d *Detail) write(ctx *fasthttp.RequestCtx, res *flightResult, me *leaderHeaders, now int64) {

@@ -42,6 +42,7 @@ type Server struct {
 	pass   *PassThrough
 	detail *Detail
 	hooks  *WriteHooks
+	watch  *Watch
 
 	public    *fasthttp.Server
 	admin     *http.Server
@@ -134,6 +135,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		RedisBudget:          2*cfg.Redis.Timeout.Duration + 50*time.Millisecond,
 	}, s.up, s.pass, ids, l1, s.redis, s.m, log)
 	s.hooks = NewWriteHooks(cfg.Invalidate, s.up, s.store, s.m, log)
+	s.watch = &Watch{
+		o: WatchOptions{MaxWait: cfg.Watch.MaxWait.Duration, Heartbeat: cfg.Watch.Heartbeat.Duration, TTL: c.TTL.Duration},
+		d: s.detail, m: s.m, log: log,
+		hub: newWatchHub(cfg.Watch.MaxWatchers, cfg.Watch.MaxPerIdentity),
+	}
+	s.store.OnChange(func(order int64) { s.watch.hub.notify(order) })
 
 	s.public = &fasthttp.Server{
 		Handler:                      s.handle,
@@ -213,6 +220,9 @@ func (s *Server) Metrics() *metrics.Metrics { return s.m }
 // then stops the admin listener and the Redis tier.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	// Watchers first: long-polls answer 304 and event streams end, so the
+	// connection drain below is not held up by them.
+	s.watch.hub.shutdown()
 	err := s.public.ShutdownWithContext(ctx)
 	aerr := s.admin.Shutdown(ctx)
 	if s.bgCancel != nil {
@@ -260,6 +270,12 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 
 	path := ctx.Path()
 	switch {
+	case string(path) == WatchPath:
+		route = metrics.RouteWatch
+		s.watch.LongPoll(ctx)
+	case string(path) == EventsPath:
+		route = metrics.RouteEvents
+		s.watch.Events(ctx)
 	case string(path) == DetailPath:
 		route = metrics.RouteDetail
 		s.detail.Serve(ctx)
