@@ -207,8 +207,10 @@ func (r *Redis) result(op string, err error) {
 }
 
 // Get reads k's entry and the order's current generation in one round trip.
-// gen is the value a later Fill must present. An entry filled under an older
-// generation is reported as absent.
+// gen is the value a later Fill must present (opaque: see packGen). An
+// entry filled under an older generation is reported as absent. While the
+// subscription is down, the epoch is re-read first (at most every
+// epochTrust), since bumps are then not heard.
 func (r *Redis) Get(ctx context.Context, k Key) (e *Entry, gen int64, err error) {
 	if !r.usable() {
 		return nil, NoGen, ErrUnavailable
@@ -437,16 +439,17 @@ func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 		return fmt.Errorf("reading the cache epoch: %w", err)
 	}
 	changed := r.setEpochLocked(n)
-	r.epochMu.Unlock()
-	r.result("epoch", nil)
-	r.epochChanged(changed)
 	until := time.Now().Add(epochTrust).UnixNano()
 	for {
 		cur := r.epochFreshUntil.Load()
 		if cur >= until || r.epochFreshUntil.CompareAndSwap(cur, until) {
-			return nil
+			break
 		}
 	}
+	r.epochMu.Unlock()
+	r.result("epoch", nil)
+	r.epochChanged(changed)
+	return nil
 }
 
 // Run keeps the subscription alive, drains the queue and probes Redis while

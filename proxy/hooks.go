@@ -104,7 +104,7 @@ func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
 		}
 	}
 	resp.Header.CopyTo(&ctx.Response.Header)
-	stripHopResponse(&ctx.Response.Header)
+	stripHop(&ctx.Response.Header)
 	ctx.Response.SetBody(resp.Body())
 }
 

@@ -59,7 +59,7 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 		return err
 	}
 	resp.Header.CopyTo(&ctx.Response.Header)
-	stripHopResponse(&ctx.Response.Header)
+	stripHop(&ctx.Response.Header)
 	if ctx.IsHead() {
 		ctx.Response.SkipBody = true
 		resp.CloseBodyStream()

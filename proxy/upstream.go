@@ -123,21 +123,15 @@ func appendRemoteIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 	return append(dst, s...)
 }
 
-func stripHop(h *fasthttp.RequestHeader) {
-	// Headers named in Connection are hop-by-hop too.
-	if c := h.Peek("Connection"); len(c) > 0 {
-		for _, name := range strings.Split(string(c), ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
+// headers is what request and response headers share for stripHop.
+type headers interface {
+	Peek(key string) []byte
+	Del(key string)
 }
 
-func stripHopResponse(h *fasthttp.ResponseHeader) {
+// stripHop removes hop-by-hop headers, including those the Connection
+// header names, from a request or response header.
+func stripHop(h headers) {
 	if c := h.Peek("Connection"); len(c) > 0 {
 		for _, name := range strings.Split(string(c), ",") {
 			if name = strings.TrimSpace(name); name != "" {
