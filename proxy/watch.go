@@ -77,15 +77,16 @@ func (w *Watch) admit(ctx *fasthttp.RequestCtx) (cache.Key, [32]byte, *fasthttp.
 	return key, digest, w.d.upstreamRequest(ctx), true
 }
 
-// subscribe reserves a watcher slot or answers 503.
-func (w *Watch) subscribe(ctx *fasthttp.RequestCtx, key cache.Key, id [32]byte) *watchSlot {
+// subscribe reserves a watcher slot. When a limit refuses it, it answers
+// 503 with the envelope and returns nil; during shutdown it returns nil and
+// leaves the answer to the caller (why == "shutdown").
+func (w *Watch) subscribe(ctx *fasthttp.RequestCtx, key cache.Key, id [32]byte) (*watchSlot, string) {
 	slot, why := w.hub.admit(key.Order, id)
-	if slot == nil {
+	if slot == nil && why != "shutdown" {
 		w.m.WatchRejected.WithLabelValues(why).Inc()
 		writeEnvelope(ctx, fasthttp.StatusServiceUnavailable, tooManyWatchers)
-		return nil
 	}
-	return slot
+	return slot, why
 }
 
 var tooManyWatchers = anqicms.ErrorBody("too many watchers; poll the detail endpoint instead")
@@ -101,14 +102,31 @@ func watchable(res *flightResult) bool {
 // order's current ETag differs from E it answers at once, exactly as the
 // detail endpoint would; otherwise it waits for a change (then answers with
 // the new detail) or for watch.max_wait (then 304).
+//
+// Access is established before anything is subscribed: the first look goes
+// through the detail path, so a request that would not get this order's
+// detail (no access, not found, upstream trouble) gets the detail
+// endpoint's answer and never takes a watcher slot.
 func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 	etag := bytes.Clone(ctx.QueryArgs().Peek("etag"))
 	key, id, tmpl, ok := w.admit(ctx)
 	if !ok {
 		return
 	}
-	slot := w.subscribe(ctx, key, id)
+	res, err := w.d.current(key, tmpl)
+	if err != nil {
+		w.d.fail(ctx, err)
+		return
+	}
+	if !watchable(res) || !sameETag(etag, res.entry.ETag) {
+		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+		return
+	}
+	slot, why := w.subscribe(ctx, key, id)
 	if slot == nil {
+		if why == "shutdown" {
+			w.notModified(ctx, etag)
+		}
 		return
 	}
 	defer slot.release()
@@ -116,15 +134,10 @@ func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 	gauge.Inc()
 	defer gauge.Dec()
 
-	// Take the change signal before reading the state: a change landing
-	// between the two then still wakes us.
+	// Take the change signal, then look again (an L1 hit): a change that
+	// landed between the first look and the subscription still counts.
 	changed := slot.changed()
-	res, err := w.d.current(key, tmpl)
-	if err != nil {
-		w.d.fail(ctx, err)
-		return
-	}
-	if !watchable(res) || !sameETag(etag, res.entry.ETag) {
+	if res, err = w.d.current(key, tmpl); err == nil && (!watchable(res) || !sameETag(etag, res.entry.ETag)) {
 		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
 		return
 	}
@@ -178,13 +191,38 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	slot := w.subscribe(ctx, key, id)
-	if slot == nil {
+	// Access first, as in LongPoll: no slot for a request that would not
+	// get this order's detail.
+	res, err := w.d.current(key, tmpl)
+	if err != nil {
+		w.d.fail(ctx, err)
 		return
 	}
+	if !watchable(res) {
+		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+		return
+	}
+	slot, why := w.subscribe(ctx, key, id)
+	if slot == nil {
+		if why == "shutdown" {
+			// A short stream, so EventSource reconnects (to another
+			// replica) instead of giving up as it would on an error status.
+			w.sseHeaders(ctx)
+			var buf bytes.Buffer
+			bw := bufio.NewWriter(&buf)
+			if !sameETag(last, res.entry.ETag) {
+				writeEvent(bw, res.entry)
+			}
+			bw.WriteString(sseShutdown)
+			bw.Flush()
+			ctx.SetBody(buf.Bytes())
+		}
+		return
+	}
+	// Take the change signal, then look again (an L1 hit), so a change
+	// between the first look and the subscription is not missed.
 	changed := slot.changed()
-	res, err := w.d.current(key, tmpl)
-	if err != nil || !watchable(res) {
+	if res, err = w.d.current(key, tmpl); err != nil || !watchable(res) {
 		slot.release()
 		if err != nil {
 			w.d.fail(ctx, err)
@@ -195,10 +233,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	}
 	gauge := w.m.Watchers.WithLabelValues("sse")
 	gauge.Inc()
-	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.SetContentType("text/event-stream; charset=utf-8")
-	ctx.Response.Header.Set("Cache-Control", "no-cache")
-	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	w.sseHeaders(ctx)
 	// server.write_timeout would cut the stream; instead a stream lives at
 	// most sseMaxLife (EventSource clients reconnect with Last-Event-ID), and
 	// a client that stops reading is dropped by this deadline at the latest.
@@ -206,6 +241,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	// The stream writer runs on its own goroutine, so it must not touch
 	// ctx: everything it needs is captured here.
 	cur := res.entry
+	conn := ctx.Conn()
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
 		defer gauge.Dec()
 		defer slot.release()
@@ -230,13 +266,20 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 				changed = slot.changed()
 			case <-recheck.C:
 			case <-beat.C:
+				// fasthttp is not reading the connection while it streams,
+				// so a client that left is only noticed by a failing write,
+				// which can take two or three beats; the peek sees its FIN
+				// at once and frees the slot within one heartbeat.
+				if peerGone(conn) {
+					return
+				}
 				bw.WriteString(": heartbeat\n\n")
 				if bw.Flush() != nil {
 					return // client gone
 				}
 				continue
 			case <-w.hub.closing:
-				bw.WriteString("event: shutdown\ndata: {}\n\n")
+				bw.WriteString(sseShutdown)
 				bw.Flush()
 				return
 			case <-end.C:
@@ -267,6 +310,16 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 		}
 	})
 }
+
+func (w *Watch) sseHeaders(ctx *fasthttp.RequestCtx) {
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.SetContentType("text/event-stream; charset=utf-8")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+}
+
+// sseShutdown is the last event of a stream ended by SIGTERM.
+const sseShutdown = "event: shutdown\ndata: {}\n\n"
 
 func writeEvent(bw *bufio.Writer, e *cache.Entry) {
 	bw.WriteString("id: ")
