@@ -1,10 +1,12 @@
 package anqicms
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"time"
 
@@ -50,10 +52,11 @@ type Identifier struct {
 // secret is nil).
 type verifier struct {
 	secret   []byte
-	verdicts *otter.Cache[[32]byte, *verdict]
+	verdicts *otter.Cache[uint64, *verdict]
 }
 
 type verdict struct {
+	token  []byte // the token judged; the memo is keyed by a 64-bit hash of it
 	kind   IdentityKind
 	id     []byte
 	expiry int64
@@ -67,9 +70,9 @@ func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) 
 		maxTokens = 100_000
 	}
 	mk := func(s string, sign bool) (*verifier, error) {
-		c, err := otter.New(&otter.Options[[32]byte, *verdict]{
+		c, err := otter.New(&otter.Options[uint64, *verdict]{
 			MaximumSize:      maxTokens,
-			ExpiryCalculator: otter.ExpiryWriting[[32]byte, *verdict](time.Hour),
+			ExpiryCalculator: otter.ExpiryWriting[uint64, *verdict](time.Hour),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("token memo: %w", err)
@@ -136,11 +139,14 @@ func (x *Identifier) Identify(site, token []byte, now time.Time) Identity {
 		return Identity{}
 	}
 	v := x.verifierFor(site)
-	sum := sha256.Sum256(token)
-	vd, ok := v.verdicts.GetIfPresent(sum)
-	if !ok {
-		vd = v.judge(token, sum)
-		v.verdicts.Set(sum, vd)
+	// A seeded 64-bit hash finds the verdict; comparing the stored token
+	// rules out a collision. SHA-256 runs only when a token is first seen.
+	h := maphash.Bytes(memoSeed, token)
+	vd, ok := v.verdicts.GetIfPresent(h)
+	if !ok || !bytes.Equal(vd.token, token) {
+		vd = v.judge(token, sha256.Sum256(token))
+		vd.token = bytes.Clone(token)
+		v.verdicts.Set(h, vd)
 	}
 	if vd.kind == Anonymous {
 		return Identity{}
@@ -151,6 +157,9 @@ func (x *Identifier) Identify(site, token []byte, now time.Time) Identity {
 	}
 	return Identity{Kind: vd.kind, ID: vd.id, Expiry: vd.expiry}
 }
+
+// memoSeed keys the verdict memos; random per process.
+var memoSeed = maphash.MakeSeed()
 
 var hmacMethods = []string{"HS256", "HS384", "HS512"}
 
