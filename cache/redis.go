@@ -600,6 +600,8 @@ func (r *Redis) handle(payload string) {
 			return // our own: L1 was invalidated before publishing
 		}
 		r.m.Invalidations.WithLabelValues("pubsub").Inc()
+		// The originating replica logged it at info; here it is an echo.
+		r.log.Debug("order invalidated by another replica", "order", n, "site", "*", "source", "pubsub", "replica", parts[2])
 		r.o.OnRemoteInvalidate(n)
 	case "e":
 		r.setEpoch(n)

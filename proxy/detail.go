@@ -478,7 +478,7 @@ func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *lea
 	observe(d.m, metrics.RouteDetail, start, err)
 	now := time.Now()
 	if err != nil {
-		d.log.Warn("upstream detail call failed", "order", key.Order, "err", err)
+		d.log.Warn("upstream detail call failed", "order", key.Order, "site", requestSite(req), "err", err)
 		if stale != nil && d.state(stale, now.UnixNano()) != stateExpired {
 			return &flightResult{entry: stale, label: xStale}, nil
 		}
@@ -531,6 +531,11 @@ func (d *Detail) revalidate(req *fasthttp.Request, key cache.Key, g cache.Gen) {
 	<-d.flights.DoChan(flightKey('r', key, g), func() (any, error) {
 		return d.fill(req, key, g, &leaderHeaders{}, true)
 	})
+}
+
+// requestSite names the site of an upstream request for logs.
+func requestSite(req *fasthttp.Request) string {
+	return string(anqicms.SiteHost(nil, req.Header.Peek("X-Host"), req.Header.Host()))
 }
 
 var internalError = anqicms.ErrorBody("internal error")

@@ -155,7 +155,7 @@ func run(ctx context.Context, o options) error {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			for _, l := range strings.Split(string(b), "\n") {
-				if strings.HasPrefix(l, "anqi_edge_cache_fills_total") || strings.HasPrefix(l, "anqi_edge_cache_lookups_total") || strings.HasPrefix(l, "anqi_edge_detail_results_total") {
+				if strings.HasPrefix(l, "anqi_edge_cache_fills_total") || strings.HasPrefix(l, "anqi_edge_cache_lookups_total") || strings.HasPrefix(l, "anqi_edge_upstream_requests_total") || strings.HasPrefix(l, "anqi_edge_redis_errors") {
 					fmt.Fprintln(os.Stderr, l)
 				}
 			}
