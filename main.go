@@ -69,6 +69,8 @@ func run(args, environ []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	// Process-wide, so set here and not per proxy.Server.
+	redis.SetLogger(proxy.RedisLogger{L: log})
 
 	// Catch signals before listening: a SIGTERM that arrives just after the
 	// listeners open must drain, not kill the process.

@@ -179,7 +179,14 @@ func (s *Server) Start() error {
 	if s.redis != nil {
 		pctx, pcancel := context.WithTimeout(ctx, s.cfg.Redis.DialTimeout.Duration+s.cfg.Redis.Timeout.Duration)
 		if perr := s.rdb.Ping(pctx).Err(); perr != nil {
-			s.log.Warn(fmt.Sprintf("redis.addrs %v: %v — serving from memory, reconnecting in the background", s.cfg.Redis.Addrs, perr))
+			// go-redis reports a refused dial as a deadline; a plain dial
+			// tells the operator what is actually wrong.
+			if c, derr := net.DialTimeout("tcp", s.cfg.Redis.Addrs[0], s.cfg.Redis.DialTimeout.Duration); derr != nil {
+				perr = derr
+			} else {
+				c.Close()
+			}
+			s.log.Warn(fmt.Sprintf("redis.addrs[0] %s: %v — serving from memory, reconnecting in the background", s.cfg.Redis.Addrs[0], perr))
 		}
 		pcancel()
 		s.bg.Add(1)
@@ -355,6 +362,16 @@ var (
 	bodyTooLarge = anqicms.ErrorBody("request body too large")
 	badRequest   = anqicms.ErrorBody("bad request")
 )
+
+// RedisLogger adapts slog for go-redis's process-wide logger: go-redis
+// logs every failed reconnect (about once a second while Redis is down)
+// with the standard logger; the process sends them to its log at debug.
+type RedisLogger struct{ L *slog.Logger }
+
+// Printf implements go-redis's internal logging interface.
+func (r RedisLogger) Printf(_ context.Context, format string, args ...any) {
+	r.L.Debug(fmt.Sprintf(format, args...), "component", "go-redis")
+}
 
 type fasthttpLogger struct{ l *slog.Logger }
 

@@ -151,15 +151,6 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		results = append(results, r)
-		if resp, err := http.Get("http://" + srv.AdminAddr() + "/metrics"); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for _, l := range strings.Split(string(b), "\n") {
-				if strings.HasPrefix(l, "anqi_edge_cache_fills_total") || strings.HasPrefix(l, "anqi_edge_cache_lookups_total") || strings.HasPrefix(l, "anqi_edge_upstream_requests_total") || strings.HasPrefix(l, "anqi_edge_redis_errors") {
-					fmt.Fprintln(os.Stderr, l)
-				}
-			}
-		}
 	}
 	report(os.Stdout, o, redisLabel, started, results)
 	return nil
