@@ -329,7 +329,7 @@ func (s *wtStream) close() {
 	<-s.done
 }
 
-// wtEnded waits up to d for the stream to end and returns what came before.
+// ended waits up to d for the stream to end and returns what came before.
 func (s *wtStream) ended(d time.Duration) ([]wtEvent, bool) {
 	var got []wtEvent
 	deadline := time.Now().Add(d)
@@ -874,6 +874,14 @@ func TestWatch_DisconnectedWatchersAreReapedWithinAHeartbeat(t *testing.T) {
 	wtWaitGauge(t, env.Admin, "longpoll", 1, 10*time.Second)
 	cancel2()
 	<-got
+
+	// HEAD of the event stream: headers only, and the slot it briefly took
+	// is free again within a heartbeat (the stream's first write fails).
+	resp, _ := edgetest.Do(t, http.MethodHead, wtURL(env.URL, proxy.EventsPath, order.ID, ""), nil, "token: "+tok)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("HEAD events: HTTP %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	wtWaitGauge(t, env.Admin, "", 0, beat+3*time.Second)
 }
 
 func TestWatch_LimitsAnswer503WithAnEnvelope(t *testing.T) {
@@ -1011,6 +1019,50 @@ func TestWatch_ShutdownEndsLongPollsWith304AndStreamsWithAFinalEvent(t *testing.
 	// Watchers must not hold the drain up until server.shutdown_grace.
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("Shutdown with watchers took %v", took)
+	}
+}
+
+// Between Shutdown ending the watches and the listener closing, a new
+// watcher is not refused with an error: a long-poll gets its 304 (or the
+// changed detail), an event stream gets the current detail and the final
+// shutdown event, so clients reconnect to another replica.
+func TestWatch_WatchersArrivingDuringShutdownAreEndedCleanly(t *testing.T) {
+	env := wtStart(t, true, nil, func(c *config.Config) {
+		c.Watch.MaxWait = config.Duration{Duration: 60 * time.Second}
+	})
+	_, order, tok := dtSeedOne(env)
+	detail := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok)
+	proxy.CloseWatchers(env.Edge)
+
+	if a := wtGet(t, wtURL(env.URL, proxy.WatchPath, order.ID, "etag="+url.QueryEscape(detail.etag())), "token: "+tok); a.status != http.StatusNotModified || a.etag() != detail.etag() {
+		t.Errorf("long-poll with the current ETag during shutdown: %v, want 304 at once", a)
+	}
+	if a := wtGet(t, wtURL(env.URL, proxy.WatchPath, order.ID, "etag=old"), "token: "+tok); a.status != http.StatusOK || string(a.body) != string(detail.body) {
+		t.Errorf("long-poll with an old ETag during shutdown: %v, want the detail", a)
+	}
+	for _, last := range []string{"", detail.etag()} {
+		s, a := wtOpen(t, edgetest.Client, env.URL, order.ID, tok, last)
+		if s == nil {
+			t.Fatalf("events (Last-Event-ID %q) during shutdown: %v, want a short stream", last, a)
+		}
+		got, ended := s.ended(5 * time.Second)
+		if !ended {
+			t.Fatalf("events (Last-Event-ID %q) during shutdown: stream did not end (got %+v)", last, got)
+		}
+		var want []wtEvent
+		if last == "" {
+			want = append(want, wtEvent{id: detail.etag(), event: "detail", data: string(detail.body)})
+		}
+		want = append(want, wtEvent{event: "shutdown", data: "{}"})
+		if !slices.Equal(got, want) {
+			t.Errorf("events (Last-Event-ID %q) during shutdown: %+v, want %+v", last, got, want)
+		}
+	}
+	if w := wtWatchers(t, env.Admin, ""); w != 0 {
+		t.Errorf("watchers gauge %v during shutdown, want 0", w)
+	}
+	if r := invMetric(t, env.Admin, "anqi_edge_watch_rejected_total"); r != 0 {
+		t.Errorf("watch_rejected_total %v: shutdown is not a limit", r)
 	}
 }
 

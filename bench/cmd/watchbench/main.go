@@ -488,7 +488,7 @@ func report(w io.Writer, o options, redisLabel string, started time.Time, result
 	fmt.Fprintf(w, "| | |\n|---|---|\n")
 	fmt.Fprintf(w, "| machine | %d CPUs, %s, %s |\n", runtime.NumCPU(), cpuModel(), kernel())
 	fmt.Fprintf(w, "| software | %s |\n", runtime.Version())
-	fmt.Fprintf(w, "| command | `go run ./bench/cmd/watchbench %s` |\n", strings.Join(os.Args[1:], " "))
+	fmt.Fprintf(w, "| command | `%s` |\n", strings.TrimSpace("go run ./bench/cmd/watchbench "+strings.Join(os.Args[1:], " ")))
 	fmt.Fprintf(w, "| run | %s, load average %s at the end |\n", started.UTC().Format("2006-01-02 15:04 UTC"), loadAvg())
 	fmt.Fprintf(w, "| set-up | one anqi-edge in this process, Redis: %s; fake AnqiCMS with %v detail latency; `cache.ttl` 30s, `auth.token_secret` set, `watch.max_wait` %v, `watch.max_per_identity` %d |\n",
 		redisLabel, o.detailLatency, o.maxWait, o.clients)
