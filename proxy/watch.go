@@ -236,13 +236,22 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	w.sseHeaders(ctx)
 	// server.write_timeout would cut the stream; instead a stream lives at
 	// most sseMaxLife (EventSource clients reconnect with Last-Event-ID), and
-	// a client that stops reading is dropped by this deadline at the latest.
+	// every flush below moves the connection's write deadline to a few
+	// heartbeats ahead, so a client that stops reading is dropped (and its
+	// slot freed) within that, not at the end of the stream's life.
 	ctx.SetWriteDeadline(time.Now().Add(sseMaxLife + w.o.Heartbeat))
 	// The stream writer runs on its own goroutine, so it must not touch
 	// ctx: everything it needs is captured here.
 	cur := res.entry
 	conn := ctx.Conn()
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
+		stall := 2*w.o.Heartbeat + 5*time.Second
+		flush := func() error {
+			// net.Conn deadlines may be moved from any goroutine; fasthttp
+			// leaves this one alone because the handler set it.
+			conn.SetWriteDeadline(time.Now().Add(stall))
+			return bw.Flush()
+		}
 		defer gauge.Dec()
 		defer slot.release()
 		end := time.NewTimer(sseMaxLife)
@@ -252,7 +261,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 		} else {
 			bw.WriteString(": resumed\n\n")
 		}
-		if bw.Flush() != nil {
+		if flush() != nil {
 			return
 		}
 		beat := time.NewTicker(w.o.Heartbeat)
@@ -274,17 +283,17 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 					return
 				}
 				bw.WriteString(": heartbeat\n\n")
-				if bw.Flush() != nil {
+				if flush() != nil {
 					return // client gone
 				}
 				continue
 			case <-w.hub.closing:
 				bw.WriteString(sseShutdown)
-				bw.Flush()
+				flush()
 				return
 			case <-end.C:
 				bw.WriteString("retry: 1000\n\n")
-				bw.Flush()
+				flush()
 				return
 			}
 			res, err := w.d.current(key, tmpl)
@@ -296,14 +305,14 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 				// and end the stream.
 				bw.WriteString("event: error\n")
 				writeData(bw, res.body)
-				bw.Flush()
+				flush()
 				return
 			}
 			if !bytes.Equal(res.entry.ETag, cur.ETag) {
 				cur = res.entry
 				w.m.WatchEvents.Inc()
 				writeEvent(bw, cur)
-				if bw.Flush() != nil {
+				if flush() != nil {
 					return
 				}
 			}
