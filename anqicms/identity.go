@@ -64,14 +64,19 @@ type verdict struct {
 
 // NewIdentifier builds an Identifier. secret is the site TokenSecret
 // (AnqiCMS signs user tokens with secret+"-user-token"); siteSecrets adds
-// per-host secrets for multi-site installs. maxTokens bounds each memo.
+// per-host secrets for multi-site installs. maxTokens bounds each memo's
+// entries; each memo is also bounded to memoBytes, so long junk tokens
+// (every one is remembered, valid or not) cannot grow it past that.
 func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) (*Identifier, error) {
 	if maxTokens <= 0 {
 		maxTokens = 100_000
 	}
 	mk := func(s string, sign bool) (*verifier, error) {
 		c, err := otter.New(&otter.Options[uint64, *verdict]{
-			MaximumSize:      maxTokens,
+			MaximumWeight: uint64(min(maxTokens*memoEntryWeight, memoBytes)),
+			Weigher: func(_ uint64, v *verdict) uint32 {
+				return uint32(len(v.token) + len(v.id) + memoOverhead)
+			},
 			ExpiryCalculator: otter.ExpiryWriting[uint64, *verdict](time.Hour),
 		})
 		if err != nil {
@@ -157,6 +162,12 @@ func (x *Identifier) Identify(site, token []byte, now time.Time) Identity {
 	}
 	return Identity{Kind: vd.kind, ID: vd.id, Expiry: vd.expiry}
 }
+
+const (
+	memoBytes       = 32 << 20 // per memo
+	memoOverhead    = 96       // verdict, key and otter node, roughly
+	memoEntryWeight = 256 + memoOverhead
+)
 
 // memoSeed keys the verdict memos; random per process.
 var memoSeed = maphash.MakeSeed()

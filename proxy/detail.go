@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"runtime/debug"
@@ -35,6 +36,8 @@ var (
 	hAge             = []byte("Age")
 	hETag            = []byte("ETag")
 	hVary            = []byte("Vary")
+	hCacheControl    = []byte("Cache-Control")
+	vPrivate         = []byte("private")
 	hContentEncoding = []byte("Content-Encoding")
 	vAcceptEncoding  = []byte("Accept-Encoding")
 	vGzip            = []byte("gzip")
@@ -64,7 +67,10 @@ type Detail struct {
 	flights singleflight.Group
 	// refreshing holds keys with a background refresh in flight, so a burst
 	// of STALE hits copies the request once, not once per hit.
-	refreshing sync.Map
+	// (A map under a mutex rather than a sync.Map: boxing the key into an
+	// interface would allocate on every STALE hit.)
+	refreshMu  sync.Mutex
+	refreshing map[cache.Key]struct{}
 	// wait is how long a request waits for a flight before giving up on it.
 	wait time.Duration
 	// fillHook, when set, runs at the start of every fill. Tests only: it
@@ -79,7 +85,8 @@ func NewDetail(o DetailOptions, up *Upstream, pass *PassThrough, ids *anqicms.Id
 		o.RedisBudget = 250 * time.Millisecond
 	}
 	return &Detail{o: o, up: up, pass: pass, ids: ids, l1: l1, redis: redis, m: m, log: log,
-		wait: up.timeout + 2*o.RedisBudget + time.Second}
+		refreshing: map[cache.Key]struct{}{},
+		wait:       up.timeout + 2*o.RedisBudget + time.Second}
 }
 
 // Serve is the fasthttp handler. A fresh L1 hit returns before the first
@@ -226,6 +233,9 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, label []byte,
 	var ageBuf [20]byte
 	h.SetCanonical(hAge, strconv.AppendInt(ageBuf[:0], int64(age), 10))
 	h.SetCanonical(hVary, vAcceptEncoding)
+	// The answer is one user's order: shared caches in front of anqi-edge
+	// must not keep it.
+	h.SetCanonical(hCacheControl, vPrivate)
 	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, e.ETag) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		ctx.Response.SkipBody = true
@@ -248,6 +258,19 @@ type flightResult struct {
 	status int
 	ctype  []byte
 	body   []byte
+	// header holds the upstream's headers of an answer that was not
+	// stored (a redirect's Location, say), minus per-request and
+	// connection headers; it is passed on as is.
+	header [][2][]byte
+}
+
+// notShared are upstream headers a flight never hands to its waiters:
+// per-request ones (they go to the leader only), and those fasthttp writes
+// itself.
+var notShared = map[string]bool{
+	"Set-Cookie": true, "Update-Token": true, "Content-Length": true, "Content-Type": true,
+	"Date": true, "Server": true, "Connection": true, "Keep-Alive": true, "Transfer-Encoding": true,
+	"Te": true, "Trailer": true, "Upgrade": true, "Proxy-Connection": true,
 }
 
 // leaderHeaders carries Set-Cookie and Update-Token from AnqiCMS to the one
@@ -320,6 +343,13 @@ func (d *Detail) flight(key cache.Key, req *fasthttp.Request, me *leaderHeaders)
 
 // fail answers a request whose flight failed.
 func (d *Detail) fail(ctx *fasthttp.RequestCtx, err error) {
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		// Over upstream.max_body: not cacheable, so each waiter streams
+		// its own copy through instead of one being held in memory.
+		d.bypass(ctx)
+		return
+	}
 	d.m.DetailResults.WithLabelValues("ERROR").Inc()
 	switch {
 	case errors.Is(err, errFillPanic):
@@ -353,6 +383,9 @@ func (d *Detail) write(ctx *fasthttp.RequestCtx, res *flightResult, me *leaderHe
 		ctx.Response.Header.SetContentTypeBytes(res.ctype)
 		ctx.Response.Header.SetCanonical(hXCache, xMiss)
 		ctx.Response.Header.SetCanonical(hAge, zeroAge)
+		for _, h := range res.header {
+			ctx.Response.Header.AddBytesKV(h[0], h[1])
+		}
 		ctx.Response.SetBodyRaw(res.body)
 	}
 	if me.ran {
@@ -367,27 +400,45 @@ func (d *Detail) write(ctx *fasthttp.RequestCtx, res *flightResult, me *leaderHe
 
 // refresh starts one background revalidation of key (stale-while-revalidate).
 func (d *Detail) refresh(ctx *fasthttp.RequestCtx, key cache.Key) {
-	if _, busy := d.refreshing.LoadOrStore(key, struct{}{}); busy {
+	if !d.startRefresh(key) {
 		return
 	}
 	g := d.l1.Gen(key.Order)
 	req := d.upstreamRequest(ctx)
 	go func() {
-		defer d.refreshing.Delete(key)
+		defer d.endRefresh(key)
 		<-d.flights.DoChan(flightKey('r', key, g), func() (any, error) {
 			return d.fill(req, key, g, &leaderHeaders{}, true)
 		})
 	}()
 }
 
+// startRefresh claims key's background refresh; false if one is running.
+func (d *Detail) startRefresh(key cache.Key) bool {
+	d.refreshMu.Lock()
+	defer d.refreshMu.Unlock()
+	if _, busy := d.refreshing[key]; busy {
+		return false
+	}
+	d.refreshing[key] = struct{}{}
+	return true
+}
+
+func (d *Detail) endRefresh(key cache.Key) {
+	d.refreshMu.Lock()
+	delete(d.refreshing, key)
+	d.refreshMu.Unlock()
+}
+
 func flightKey(kind byte, key cache.Key, g cache.Gen) string {
+	// Fixed-width fields: no two (kind, key, generation) tuples share a
+	// flight key.
 	b := make([]byte, 0, 1+8+32+16)
 	b = append(b, kind)
-	b = strconv.AppendInt(b, key.Order, 36)
+	b = binary.BigEndian.AppendUint64(b, uint64(key.Order))
 	b = append(b, key.Sum[:]...)
-	b = strconv.AppendUint(b, g.Slot, 36)
-	b = append(b, '.')
-	b = strconv.AppendUint(b, g.Epoch, 36)
+	b = binary.BigEndian.AppendUint64(b, g.Slot)
+	b = binary.BigEndian.AppendUint64(b, g.Epoch)
 	return string(b)
 }
 
@@ -449,6 +500,10 @@ func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *lea
 		case rerr != nil && !errors.Is(rerr, cache.ErrUnavailable):
 			d.log.Warn("redis read failed; asking AnqiCMS", "order", key.Order, "err", rerr)
 		case e != nil:
+			// Redis's entry supersedes this replica's L1 copy as the
+			// stale-if-error fallback: the copy may predate an invalidation
+			// this replica did not hear of.
+			stale = nil
 			now := time.Now().UnixNano()
 			switch d.state(e, now) {
 			case stateFresh:
@@ -468,16 +523,26 @@ func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *lea
 			}
 		default:
 			d.m.TierResults.WithLabelValues("redis", "miss").Inc()
+			if rerr == nil {
+				// Redis answered and has no entry: the order may have been
+				// invalidated on another replica, so the L1 copy is no safe
+				// fallback. (With Redis unreachable it stays one: L1 is
+				// cleared whenever the subscription was broken.)
+				stale = nil
+			}
 		}
 	}
 
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
 	start := time.Now()
-	err = d.up.doBuffered(req, resp)
+	err = d.up.doDetail(req, resp)
 	observe(d.m, metrics.RouteDetail, start, err)
 	now := time.Now()
 	if err != nil {
+		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+			return nil, err // not a failure: too big to store, streamed instead
+		}
 		d.log.Warn("upstream detail call failed", "order", key.Order, "site", requestSite(req), "err", err)
 		if stale != nil && d.state(stale, now.UnixNano()) != stateExpired {
 			return &flightResult{entry: stale, label: xStale}, nil
@@ -497,7 +562,13 @@ func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *lea
 	storable := status == fasthttp.StatusOK && isEnvelope && len(body) <= d.o.MaxBody &&
 		len(resp.Header.ContentEncoding()) == 0 && (code == anqicms.CodeOK || d.o.NegativeTTL > 0)
 	if !storable {
-		return &flightResult{status: status, ctype: bytes.Clone(resp.Header.ContentType()), body: bytes.Clone(body)}, nil
+		res := &flightResult{status: status, ctype: bytes.Clone(resp.Header.ContentType()), body: bytes.Clone(body)}
+		for k, v := range resp.Header.All() {
+			if !notShared[string(k)] {
+				res.header = append(res.header, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
+			}
+		}
+		return res, nil
 	}
 	e := cache.NewEntry(body, resp.Header.ContentType(), code != anqicms.CodeOK, now)
 	if d.redis != nil {
@@ -524,10 +595,10 @@ func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *lea
 // revalidate refreshes a stale Redis entry found inside a flight. req is the
 // flight's own copy; the flight is done with it by the time this runs.
 func (d *Detail) revalidate(req *fasthttp.Request, key cache.Key, g cache.Gen) {
-	if _, busy := d.refreshing.LoadOrStore(key, struct{}{}); busy {
+	if !d.startRefresh(key) {
 		return
 	}
-	defer d.refreshing.Delete(key)
+	defer d.endRefresh(key)
 	<-d.flights.DoChan(flightKey('r', key, g), func() (any, error) {
 		return d.fill(req, key, g, &leaderHeaders{}, true)
 	})

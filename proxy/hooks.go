@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -127,21 +128,25 @@ const maxWriteAnswer = 1 << 20
 
 // orderID reads the rule's id field: json:FIELD (number or numeric string),
 // form:FIELD (urlencoded body) or query:FIELD.
+//
+// It reads the body the way AnqiCMS binds it, not the way the rule is
+// spelled: AnqiCMS accepts a form body on its JSON endpoints too, and Go's
+// JSON decoding matches keys case-insensitively with the last match
+// winning. A hook that read the body differently from AnqiCMS would let a
+// write change an order without invalidating it.
 func (r *hookRule) orderID(ctx *fasthttp.RequestCtx, body []byte) (int64, error) {
 	var raw []byte
-	switch r.source {
-	case "query":
+	switch src := r.source; {
+	case src == "query":
 		raw = ctx.QueryArgs().Peek(r.field)
-	case "form":
-		var args fasthttp.Args
-		args.ParseBytes(body)
-		raw = args.Peek(r.field)
-	case "json":
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(body, &obj); err != nil {
+	case src == "form" || isForm(ctx):
+		raw = formValue(ctx, body, r.field)
+	case src == "json":
+		var err error
+		if raw, err = jsonField(body, r.field); err != nil {
 			return 0, err
 		}
-		raw = bytes.Trim(obj[r.field], `"`)
+		raw = bytes.Trim(raw, `"`)
 	}
 	if len(raw) == 0 {
 		return 0, errNoID
@@ -151,6 +156,51 @@ func (r *hookRule) orderID(ctx *fasthttp.RequestCtx, body []byte) (int64, error)
 		return 0, errors.Join(errNoID, err)
 	}
 	return id, nil
+}
+
+func isForm(ctx *fasthttp.RequestCtx) bool {
+	ct := ctx.Request.Header.ContentType()
+	return bytes.HasPrefix(ct, []byte("application/x-www-form-urlencoded")) ||
+		bytes.HasPrefix(ct, []byte("multipart/form-data"))
+}
+
+// formValue reads field from an urlencoded or multipart body.
+func formValue(ctx *fasthttp.RequestCtx, body []byte, field string) []byte {
+	if bytes.HasPrefix(ctx.Request.Header.ContentType(), []byte("multipart/form-data")) {
+		if mf, err := ctx.Request.MultipartForm(); err == nil {
+			if v := mf.Value[field]; len(v) > 0 {
+				return []byte(v[len(v)-1])
+			}
+		}
+		return nil
+	}
+	var args fasthttp.Args
+	args.ParseBytes(body)
+	return args.Peek(field)
+}
+
+// jsonField returns the raw value of the last top-level key of a JSON
+// object that equals field case-insensitively, as encoding/json binds it.
+func jsonField(body []byte, field string) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("body is not a JSON object")
+	}
+	var found []byte
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, err
+		}
+		if k, _ := t.(string); strings.EqualFold(k, field) {
+			found = v
+		}
+	}
+	return found, nil
 }
 
 func observe(m *metrics.Metrics, route string, start time.Time, err error) {

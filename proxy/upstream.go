@@ -28,7 +28,10 @@ var hopHeaders = []string{
 // before answering) and one that streams (everything else, so large
 // downloads do not sit in memory).
 type Upstream struct {
-	buffered  *fasthttp.HostClient
+	buffered *fasthttp.HostClient
+	// detail buffers too, but reads at most upstream.max_body: a bigger
+	// answer is never stored, so it is streamed through instead of held.
+	detail    *fasthttp.HostClient
 	streaming *fasthttp.HostClient
 	https     bool
 	timeout   time.Duration
@@ -65,10 +68,11 @@ func NewUpstream(cfg config.Upstream) (*Upstream, error) {
 			RetryIfErr:                    retryIdempotentOnly,
 		}
 	}
-	up := &Upstream{buffered: mk(false), streaming: mk(true), https: https, timeout: cfg.Timeout.Duration}
+	up := &Upstream{buffered: mk(false), streaming: mk(true), detail: mk(false), https: https, timeout: cfg.Timeout.Duration}
+	up.detail.MaxResponseBodySize = int(cfg.MaxBody)
 	dialTimeout := cfg.DialTimeout.Duration
 	dial := func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, dialTimeout) }
-	up.buffered.Dial, up.streaming.Dial = dial, dial
+	up.buffered.Dial, up.streaming.Dial, up.detail.Dial = dial, dial, dial
 	return up, nil
 }
 
@@ -147,6 +151,12 @@ func stripHop(h headers) {
 // doBuffered sends req and reads the whole answer into resp.
 func (u *Upstream) doBuffered(req *fasthttp.Request, resp *fasthttp.Response) error {
 	return u.buffered.DoDeadline(req, resp, time.Now().Add(u.timeout))
+}
+
+// doDetail is doBuffered for detail reads, failing with
+// fasthttp.ErrBodyTooLarge past upstream.max_body.
+func (u *Upstream) doDetail(req *fasthttp.Request, resp *fasthttp.Response) error {
+	return u.detail.DoDeadline(req, resp, time.Now().Add(u.timeout))
 }
 
 // failure classifies an upstream error the way DESIGN §6 answers it.

@@ -426,7 +426,25 @@ func readParams(r *http.Request) (params, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return p, nil
 	}
-	return p, json.Unmarshal(body, &p.json)
+	// AnqiCMS binds JSON into Go structs: keys match case-insensitively and
+	// the last match wins. Keys are stored lower-cased, in document order.
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return p, errors.New("body is not a JSON object")
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return p, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return p, err
+		}
+		k, _ := t.(string)
+		p.json[strings.ToLower(k)] = v
+	}
+	return p, nil
 }
 
 func (p params) has(k string) bool {
@@ -434,7 +452,7 @@ func (p params) has(k string) bool {
 		_, ok := p.form[k]
 		return ok
 	}
-	_, ok := p.json[k]
+	_, ok := p.json[strings.ToLower(k)]
 	return ok
 }
 
@@ -443,7 +461,7 @@ func (p params) str(k string) string {
 	if p.form != nil {
 		return p.form.Get(k)
 	}
-	raw := p.json[k]
+	raw := p.json[strings.ToLower(k)]
 	var v string
 	if json.Unmarshal(raw, &v) == nil {
 		return v
@@ -459,7 +477,7 @@ func (p params) str(k string) string {
 func (p params) id(k string) (int64, error) {
 	if p.form == nil {
 		var n int64
-		if json.Unmarshal(p.json[k], &n) == nil {
+		if json.Unmarshal(p.json[strings.ToLower(k)], &n) == nil {
 			return n, nil
 		}
 	}
@@ -476,13 +494,13 @@ func (p params) strs(k string) []string {
 		return append(p.form[k], p.form[k+"[]"]...)
 	}
 	var v []string
-	json.Unmarshal(p.json[k], &v)
+	json.Unmarshal(p.json[strings.ToLower(k)], &v)
 	return v
 }
 
 // object accepts a JSON object, or in a form, its JSON text.
 func (p params) object(k string) map[string]any {
-	raw := p.json[k]
+	raw := p.json[strings.ToLower(k)]
 	if p.form != nil {
 		raw = []byte(p.form.Get(k))
 	}
