@@ -62,7 +62,11 @@ func sameETag(client, stored []byte) bool {
 // answered locally, and anonymous or renewing tokens are forwarded as the
 // detail read they stand for (AnqiCMS's answer, no subscription). It also
 // rewrites the upstream request template to the detail endpoint.
-func (w *Watch) admit(ctx *fasthttp.RequestCtx) (cache.Key, [32]byte, *fasthttp.Request, bool) {
+//
+// until is when the token enters its renewal window: past it the detail
+// path would no longer serve this identity from the cache, so an event
+// stream must end by then (the client reconnects and AnqiCMS renews).
+func (w *Watch) admit(ctx *fasthttp.RequestCtx) (key cache.Key, digest [32]byte, tmpl *fasthttp.Request, until time.Time, ok bool) {
 	// Whatever is forwarded must be the detail read, not this path, which
 	// AnqiCMS does not have.
 	uri := ctx.Request.URI()
@@ -71,10 +75,16 @@ func (w *Watch) admit(ctx *fasthttp.RequestCtx) (cache.Key, [32]byte, *fasthttp.
 	ctx.Request.Header.SetRequestURIBytes(uri.RequestURI())
 	key, id, ok := w.d.admit(ctx)
 	if !ok {
-		return key, [32]byte{}, nil, false
+		return key, digest, nil, until, false
 	}
-	digest := sha256.Sum256(append([]byte{byte(id.Kind)}, id.ID...))
-	return key, digest, w.d.upstreamRequest(ctx), true
+	digest = sha256.Sum256(append([]byte{byte(id.Kind)}, id.ID...))
+	until = time.Now().Add(sseMaxLife)
+	if id.Expiry != 0 {
+		if renew := time.Unix(id.Expiry, 0).Add(-w.d.o.RenewWindow); renew.Before(until) {
+			until = renew
+		}
+	}
+	return key, digest, w.d.upstreamRequest(ctx), until, true
 }
 
 // subscribe reserves a watcher slot. When a limit refuses it, it answers
@@ -109,7 +119,7 @@ func watchable(res *flightResult) bool {
 // endpoint's answer and never takes a watcher slot.
 func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 	etag := bytes.Clone(ctx.QueryArgs().Peek("etag"))
-	key, id, tmpl, ok := w.admit(ctx)
+	key, id, tmpl, _, ok := w.admit(ctx)
 	if !ok {
 		return
 	}
@@ -187,7 +197,7 @@ func (w *Watch) notModified(ctx *fasthttp.RequestCtx, etag []byte) {
 // comment line every watch.heartbeat.
 func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	last := bytes.Clone(ctx.Request.Header.PeekBytes(hLastEventID))
-	key, id, tmpl, ok := w.admit(ctx)
+	key, id, tmpl, until, ok := w.admit(ctx)
 	if !ok {
 		return
 	}
@@ -254,7 +264,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 		}
 		defer gauge.Dec()
 		defer slot.release()
-		end := time.NewTimer(sseMaxLife)
+		end := time.NewTimer(time.Until(until))
 		defer end.Stop()
 		if !sameETag(last, cur.ETag) {
 			writeEvent(bw, cur)
