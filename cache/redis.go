@@ -100,14 +100,23 @@ const pubsubPing = 2 * time.Second
 
 var errNoPong = errors.New("pub/sub connection did not answer a ping")
 
+// maxEntriesPerOrder bounds the (site, identity) entries one order keeps in
+// Redis. An order normally has a handful (its owner, staff); the bound stops
+// a flood of distinct tokens (say, forged ones in fingerprint mode with
+// cache.negative_ttl on) from growing the index that the invalidate script
+// walks inside Redis. Past it, new identities are served but not stored in
+// Redis until the order is invalidated or its entries expire.
+const maxEntriesPerOrder = 1024
+
 // genTTL keeps a generation counter well past any entry it guards.
 const genTTL = 7 * 24 * time.Hour
 
 var (
-	// KEYS: gen, entry, index. ARGV: expected gen, value, ttl ms, index ttl ms.
+	// KEYS: gen, entry, index. ARGV: expected gen, value, ttl ms, index ttl ms, max entries per order.
 	fillScript = redis.NewScript(`
 local g = redis.call('GET', KEYS[1]) or '0'
 if g ~= ARGV[1] then return 0 end
+if redis.call('SISMEMBER', KEYS[3], KEYS[2]) == 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], KEYS[2])
 if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
@@ -266,7 +275,7 @@ func (r *Redis) Fill(ctx context.Context, k Key, e *Entry, gen int64, ttl time.D
 	val, _ := stored.MarshalBinary()
 	tag := r.tag(k.Order)
 	n, err := fillScript.Run(ctx, r.c, []string{tag + ":g", r.entryKey(k, epoch), tag + ":i"},
-		counter, val, ttl.Milliseconds(), (ttl + time.Minute).Milliseconds()).Int()
+		counter, val, ttl.Milliseconds(), (ttl + time.Minute).Milliseconds(), maxEntriesPerOrder).Int()
 	r.result("fill", err)
 	if err != nil {
 		return false, fmt.Errorf("redis fill order %d: %w", k.Order, err)

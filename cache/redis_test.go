@@ -815,3 +815,34 @@ func TestRedis_BurstOfReadsWithoutSubscriptionReadsTheEpochOnce(t *testing.T) {
 		t.Fatalf("50 concurrent reads made %d epoch reads", n)
 	}
 }
+
+func TestRedis_OneOrderKeepsAtMostMaxEntriesPerOrderIdentities(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	ctx := ctxT(t)
+	store := func(u string) bool {
+		k := testKey(9, u)
+		_, gen, err := a.r.Get(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok, err := a.r.Fill(ctx, k, testEntry("for "+u), gen, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	for i := range maxEntriesPerOrder {
+		if !store(fmt.Sprint("u", i)) {
+			t.Fatalf("identity %d of %d was not stored", i, maxEntriesPerOrder)
+		}
+	}
+	if store("one-too-many") {
+		t.Fatal("an identity past maxEntriesPerOrder was stored; the index the invalidate script walks is unbounded")
+	}
+	if !store("u0") {
+		t.Fatal("refreshing an identity already stored must still work at the bound")
+	}
+	if n, _ := a.c.SCard(ctx, a.r.tag(9)+":i").Result(); n != maxEntriesPerOrder {
+		t.Fatalf("index holds %d entries, want %d", n, maxEntriesPerOrder)
+	}
+}
