@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"anqi-edge/anqicms/fake"
+	"anqi-edge/internal/edgetest"
 )
 
 var binDir string // holds the anqi-edge binary built by binary()
@@ -353,55 +352,6 @@ func startFake(t *testing.T) (*fake.Server, string) {
 
 var client = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{}}
 
-// inFlight sends n GETs in the background; each outcome arrives on the
-// channel (nil for a 200).
-func inFlight(url string, n int) <-chan error {
-	out := make(chan error, n)
-	for range n {
-		go func() {
-			resp, err := client.Get(url)
-			if err != nil {
-				out <- err
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			switch {
-			case err != nil:
-				out <- err
-			case resp.StatusCode != http.StatusOK:
-				out <- fmt.Errorf("%s: %s", resp.Status, b)
-			default:
-				out <- nil
-			}
-		}()
-	}
-	return out
-}
-
-func waitStarted(t *testing.T, holds []*fake.Hold) {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for i, h := range holds {
-		select {
-		case <-h.Started:
-		case <-timeout:
-			t.Fatalf("held request %d never reached the upstream", i)
-		}
-	}
-}
-
-func refused(addr string) bool {
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return true
-		}
-		c.Close()
-	}
-	return false
-}
-
 func TestBinary_SIGTERMFinishesInFlightRequestsThenExitsZero(t *testing.T) {
 	f, upstream := startFake(t)
 	const grace = 10 * time.Second
@@ -422,14 +372,14 @@ func TestBinary_SIGTERMFinishesInFlightRequestsThenExitsZero(t *testing.T) {
 	for i := range holds {
 		holds[i] = f.Hold("/__echo/slow")
 	}
-	results := inFlight("http://"+e.public+"/__echo/slow", n)
-	waitStarted(t, holds)
+	results := edgetest.InFlight(client, "http://"+e.public+"/__echo/slow", n)
+	edgetest.WaitStarted(t, holds)
 
 	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	signalled := time.Now()
-	if !refused(e.public) {
+	if !edgetest.Refused(e.public) {
 		t.Fatalf("public listener still accepts connections 5s after SIGTERM:\n%s", e.logs())
 	}
 	select {
@@ -469,8 +419,8 @@ func TestBinary_SIGTERMExitsZeroOnceTheGraceRunsOut(t *testing.T) {
 	e := startBinary(t, upstream, grace)
 	hold := f.Hold("/__echo/stuck")
 	defer hold.Release()
-	results := inFlight("http://"+e.public+"/__echo/stuck", 1)
-	waitStarted(t, []*fake.Hold{hold})
+	results := edgetest.InFlight(client, "http://"+e.public+"/__echo/stuck", 1)
+	edgetest.WaitStarted(t, []*fake.Hold{hold})
 
 	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,98 +339,6 @@ func TestRedis_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
 	eventually(t, "A to hear order 9 after the reconnect", func() bool { return a.heard(9) })
 }
 
-// gate forwards TCP to Redis and can turn into a black hole: connections
-// stay open but every byte is dropped, as when a NAT or load balancer
-// silently forgets a connection. TCP then reports nothing for minutes.
-type gate struct {
-	ln     net.Listener
-	target string
-	hole   atomic.Bool
-	mu     sync.Mutex
-	down   bool // refuse connections (and cut the open ones)
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-// setDown cuts every connection and refuses new ones until set back.
-func (g *gate) setDown(down bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.down = down
-	if down {
-		for _, c := range g.conns {
-			c.Close()
-		}
-		g.conns = nil
-	}
-}
-
-func (g *gate) Addr() string { return g.ln.Addr().String() }
-
-func startGate(t *testing.T, target string) *gate {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &gate{ln: ln, target: target}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			g.mu.Lock()
-			if g.down {
-				g.mu.Unlock()
-				c.Close()
-				continue
-			}
-			up, err := net.DialTimeout("tcp", target, time.Second)
-			if err != nil {
-				g.mu.Unlock()
-				c.Close()
-				continue
-			}
-			g.conns = append(g.conns, c, up)
-			g.mu.Unlock()
-			g.wg.Add(2)
-			go g.pipe(up, c)
-			go g.pipe(c, up)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		g.mu.Lock()
-		for _, c := range g.conns {
-			c.Close()
-		}
-		g.mu.Unlock()
-		g.wg.Wait()
-	})
-	return g
-}
-
-func (g *gate) pipe(dst, src net.Conn) {
-	defer g.wg.Done()
-	defer dst.Close()
-	defer src.Close()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 && !g.hole.Load() {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 // through points tr at addr (a gate) instead; call before run.
 func (tr *tier) through(t *testing.T, addr string) {
 	t.Helper()
@@ -444,14 +351,14 @@ func (tr *tier) through(t *testing.T, addr string) {
 
 func TestRedis_SilentlyDeadSubscriptionIsNoticedAndReplaced(t *testing.T) {
 	addr := redistest.Shared(t)
-	g := startGate(t, addr)
+	g := redistest.StartGate(t, addr)
 	a, b := pair(t, []string{addr}, false, nil)
 	// A reaches Redis through the gate; B directly.
 	a.through(t, g.Addr())
 	a.run(t)
 	waitSubscribed(t, a)
 
-	g.hole.Store(true)
+	g.SetHole(true)
 	if _, err := b.r.Invalidate(ctxT(t), 5); err != nil { // lost on the way to A
 		t.Fatal(err)
 	}
@@ -460,7 +367,7 @@ func TestRedis_SilentlyDeadSubscriptionIsNoticedAndReplaced(t *testing.T) {
 	if a.metric("anqi_edge_pubsub_up") != 0 {
 		t.Error("anqi_edge_pubsub_up stayed 1 on a dead subscription")
 	}
-	g.hole.Store(false)
+	g.SetHole(false)
 	eventually(t, "A to subscribe again and clear L1", func() bool {
 		return a.r.subscribed.Load() && a.clears.Load() > 0
 	})
@@ -475,7 +382,7 @@ func TestRedis_InvalidationsQueuedWhileDownApplyBeforeReadsResume(t *testing.T) 
 	// A loses Redis (a gate cuts it off), B does not, and Redis keeps the
 	// entry from before the change: A's queued invalidation must drop it.
 	addr := redistest.Shared(t)
-	g := startGate(t, addr)
+	g := redistest.StartGate(t, addr)
 	a, b := pair(t, []string{addr}, false, nil)
 	a.through(t, g.Addr())
 	k := testKey(3, "u1")
@@ -483,7 +390,7 @@ func TestRedis_InvalidationsQueuedWhileDownApplyBeforeReadsResume(t *testing.T) 
 	a.run(t)
 	waitSubscribed(t, a)
 
-	g.setDown(true)
+	g.SetDown(true)
 	queued, _ := a.r.Invalidate(ctxT(t), 3)
 	if !queued {
 		t.Fatal("an invalidation with Redis unreachable was not queued")
@@ -501,7 +408,7 @@ func TestRedis_InvalidationsQueuedWhileDownApplyBeforeReadsResume(t *testing.T) 
 		t.Fatalf("B, still connected, should still see the old entry: %q %v", body, ok)
 	}
 
-	g.setDown(false)
+	g.SetDown(false)
 	eventually(t, "the queue to drain", func() bool { return !a.r.blocked.Load() })
 	for _, tr := range []*tier{a, b} {
 		if body, ok := get(t, tr, k); ok {
@@ -583,7 +490,7 @@ func TestRedis_InvalidationArrivingDuringAnEpochBumpIsNotLost(t *testing.T) {
 
 func TestRedis_QueueOverflowBumpsTheEpochForEveryReplica(t *testing.T) {
 	addr := redistest.Shared(t)
-	g := startGate(t, addr)
+	g := redistest.StartGate(t, addr)
 	a, b := pair(t, []string{addr}, false, func(o *RedisOptions) { o.QueueMax = 2 })
 	a.through(t, g.Addr()) // only A loses Redis; Redis keeps its data
 	a.run(t)
@@ -592,14 +499,14 @@ func TestRedis_QueueOverflowBumpsTheEpochForEveryReplica(t *testing.T) {
 	k := testKey(4, "u1") // an order A never hears of: only the bump hides it
 	fill(t, b, k, "epoch 0")
 
-	g.setDown(true)
+	g.SetDown(true)
 	for o := int64(1); o <= 3; o++ {
 		if q, _ := a.r.Invalidate(ctxT(t), o); !q {
 			t.Fatalf("order %d not queued with Redis unreachable", o)
 		}
 	}
 	clearsB := b.clears.Load()
-	g.setDown(false)
+	g.SetDown(false)
 	eventually(t, "A to drain with an epoch bump", func() bool { return !a.r.blocked.Load() })
 	if a.r.epoch.Load() < 1 || a.metric("anqi_edge_redis_key_epoch") < 1 {
 		t.Fatalf("A's epoch after the overflow: %d", a.r.epoch.Load())

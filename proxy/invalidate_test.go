@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -577,7 +576,7 @@ func TestInvalidate_MessageSentWhileRedisIsDownIsNotLost(t *testing.T) {
 				down, up = srv.Kill, func() { srv.Restart(t) }
 			} else {
 				addr := redistest.Shared(t)
-				gate := invStartGate(t, addr)
+				gate := redistest.StartGate(t, addr)
 				var prefix, channel string
 				env, tok, _ = invStart(t, []string{gate.Addr()}, func(c *config.Config) {
 					prefix, channel = c.Redis.KeyPrefix, c.Redis.Channel
@@ -586,7 +585,7 @@ func TestInvalidate_MessageSentWhileRedisIsDownIsNotLost(t *testing.T) {
 					c.Redis.Addrs = []string{addr}
 					c.Redis.KeyPrefix, c.Redis.Channel = prefix, channel
 				})
-				down, up = func() { gate.setDown(true) }, func() { gate.setDown(false) }
+				down, up = func() { gate.SetDown(true) }, func() { gate.SetDown(false) }
 			}
 			invSubscribed(t, env.Admin, bAdmin)
 			const order = 1
@@ -629,86 +628,9 @@ func TestInvalidate_MessageSentWhileRedisIsDownIsNotLost(t *testing.T) {
 	}
 }
 
-// invGate is a TCP forwarder in front of Redis that a test can cut: while
-// down it closes every connection and refuses new ones, but Redis keeps its
-// data (unlike Kill), so entries from before the outage are still there
-// afterwards.
-type invGate struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-}
-
-func invStartGate(t testing.TB, target string) *invGate {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := &invGate{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	g.wg.Add(1)
-	go g.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		g.setDown(true)
-		g.wg.Wait()
-	})
-	return g
-}
-
-func (g *invGate) Addr() string { return g.ln.Addr().String() }
-
-func (g *invGate) accept() {
-	defer g.wg.Done()
-	for {
-		c, err := g.ln.Accept()
-		if err != nil {
-			return
-		}
-		g.mu.Lock()
-		if g.down {
-			g.mu.Unlock()
-			c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", g.target, time.Second)
-		if err != nil {
-			g.mu.Unlock()
-			c.Close()
-			continue
-		}
-		g.conns[c], g.conns[up] = struct{}{}, struct{}{}
-		g.wg.Add(2)
-		g.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			defer g.wg.Done()
-			io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-func (g *invGate) setDown(down bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.down = down
-	if down {
-		for c := range g.conns {
-			c.Close()
-		}
-		clear(g.conns)
-	}
-}
-
 func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 	addr := redistest.Shared(t)
-	gate := invStartGate(t, addr)
+	gate := redistest.StartGate(t, addr)
 	// A reaches Redis through the gate, B directly: only A loses Redis, and
 	// the entries from before the outage survive it.
 	var prefix, channel string
@@ -727,7 +649,7 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 		invWarm(t, bURL, o, tokens[o])
 	}
 
-	gate.setDown(true)
+	gate.SetDown(true)
 	for o := int64(1); o <= 3; o++ {
 		env.Fake.AppendMessage(o, fake.Message{Content: "changed during the outage"})
 		invPurge(t, env.Admin, o)
@@ -739,7 +661,7 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 	// entry that B filled into Redis.
 	env.Fake.AppendMessage(4, fake.Message{Content: "changed during the outage"})
 
-	gate.setDown(false)
+	gate.SetDown(false)
 	invEventually(t, "A to bump the epoch and read Redis again", func() bool {
 		r := invReadyz(t, env.Admin)
 		return r.Redis.Epoch >= 1 && r.Redis.Pending == 0 && r.Redis.Subscribed

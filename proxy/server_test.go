@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -96,56 +95,6 @@ func TestServer_HandlerPanicIs500EnvelopeAndTheNextRequestSucceeds(t *testing.T)
 	}
 }
 
-// inFlight sends n GETs to path in the background and returns a channel
-// of their outcomes.
-func inFlight(url string, n int) <-chan error {
-	out := make(chan error, n)
-	for range n {
-		go func() {
-			resp, err := edgetest.Client.Get(url)
-			if err != nil {
-				out <- err
-				return
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			switch {
-			case err != nil:
-				out <- err
-			case resp.StatusCode != http.StatusOK:
-				out <- errors.New(resp.Status + ": " + string(b))
-			default:
-				out <- nil
-			}
-		}()
-	}
-	return out
-}
-
-func waitStarted(t *testing.T, holds []*fake.Hold) {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for i, h := range holds {
-		select {
-		case <-h.Started:
-		case <-timeout:
-			t.Fatalf("held request %d never reached the upstream", i)
-		}
-	}
-}
-
-// refused polls until a new connection to addr is refused (up to 5s).
-func refused(addr string) bool {
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return true
-		}
-		c.Close()
-	}
-	return false
-}
-
 func TestServer_ShutdownFinishesInFlightRequestsAndRefusesNewConnections(t *testing.T) {
 	env := startEdge(t, nil)
 	const n = 5
@@ -153,8 +102,8 @@ func TestServer_ShutdownFinishesInFlightRequestsAndRefusesNewConnections(t *test
 	for i := range holds {
 		holds[i] = env.Fake.Hold("/__echo/slow")
 	}
-	results := inFlight(env.URL+"/__echo/slow", n)
-	waitStarted(t, holds)
+	results := edgetest.InFlight(edgetest.Client, env.URL+"/__echo/slow", n)
+	edgetest.WaitStarted(t, holds)
 
 	shutdown := make(chan error, 1)
 	go func() {
@@ -163,7 +112,7 @@ func TestServer_ShutdownFinishesInFlightRequestsAndRefusesNewConnections(t *test
 		shutdown <- env.Edge.Shutdown(ctx)
 	}()
 
-	if !refused(env.Edge.Addr()) {
+	if !edgetest.Refused(env.Edge.Addr()) {
 		t.Fatal("the public listener still accepts connections 5s into Shutdown")
 	}
 	// While draining, the admin listener says so.
@@ -198,7 +147,7 @@ func TestServer_ShutdownFinishesInFlightRequestsAndRefusesNewConnections(t *test
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown did not return after the in-flight requests finished")
 	}
-	if !refused(env.Edge.AdminAddr()) {
+	if !edgetest.Refused(env.Edge.AdminAddr()) {
 		t.Fatal("the admin listener still accepts connections after Shutdown")
 	}
 }
@@ -206,7 +155,7 @@ func TestServer_ShutdownFinishesInFlightRequestsAndRefusesNewConnections(t *test
 func TestServer_ShutdownWaitsForSlowUpstreamCalls(t *testing.T) {
 	env := startEdge(t, nil)
 	const n = 4
-	results := inFlight(env.URL+"/__sleep?d=1s", n)
+	results := edgetest.InFlight(edgetest.Client, env.URL+"/__sleep?d=1s", n)
 	for deadline := time.Now().Add(10 * time.Second); env.Fake.Calls("/__sleep") < n; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d of %d slow requests reached the upstream", env.Fake.Calls("/__sleep"), n)
@@ -234,8 +183,8 @@ func TestServer_ShutdownGivesUpAfterItsDeadline(t *testing.T) {
 	env := startEdge(t, nil)
 	hold := env.Fake.Hold("/__echo/stuck")
 	defer hold.Release()
-	results := inFlight(env.URL+"/__echo/stuck", 1)
-	waitStarted(t, []*fake.Hold{hold})
+	results := edgetest.InFlight(edgetest.Client, env.URL+"/__echo/stuck", 1)
+	edgetest.WaitStarted(t, []*fake.Hold{hold})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()

@@ -147,8 +147,18 @@ func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 	// Take the change signal, then look again (an L1 hit): a change that
 	// landed between the first look and the subscription still counts.
 	changed := slot.changed()
-	if res, err = w.d.current(key, tmpl); err == nil && (!watchable(res) || !sameETag(etag, res.entry.ETag)) {
+	// answerIfChanged looks at the order again and answers when it no
+	// longer matches the client's ETag; a failed look keeps waiting (the
+	// next change or max_wait answers).
+	answerIfChanged := func() bool {
+		res, err := w.d.current(key, tmpl)
+		if err != nil || (watchable(res) && sameETag(etag, res.entry.ETag)) {
+			return false
+		}
 		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+		return true
+	}
+	if answerIfChanged() {
 		return
 	}
 	deadline := time.NewTimer(w.o.MaxWait)
@@ -160,12 +170,8 @@ func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 		case <-changed:
 			w.m.WatchWakeups.Inc()
 			changed = slot.changed()
-			if res, err = w.d.current(key, tmpl); err != nil {
-				continue // keep waiting; the next change or max_wait answers
-			}
-			if !watchable(res) || !sameETag(etag, res.entry.ETag) {
+			if answerIfChanged() {
 				w.m.WatchEvents.Inc()
-				w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
 				return
 			}
 		case <-probe.C:

@@ -4,8 +4,10 @@ package edgetest
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -235,4 +237,55 @@ func itoa(n int64) string {
 		b[i] = '-'
 	}
 	return string(b[i:])
+}
+
+// InFlight sends n GETs to url with client in the background; each
+// outcome arrives on the channel (nil for a 200).
+func InFlight(client *http.Client, url string, n int) <-chan error {
+	out := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := client.Get(url)
+			if err != nil {
+				out <- err
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			switch {
+			case err != nil:
+				out <- err
+			case resp.StatusCode != http.StatusOK:
+				out <- errors.New(resp.Status + ": " + string(b))
+			default:
+				out <- nil
+			}
+		}()
+	}
+	return out
+}
+
+// WaitStarted waits until every held request has reached the fake.
+func WaitStarted(t testing.TB, holds []*fake.Hold) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for i, h := range holds {
+		select {
+		case <-h.Started:
+		case <-timeout:
+			t.Fatalf("held request %d never reached the upstream", i)
+		}
+	}
+}
+
+// Refused polls until a new connection to addr is refused (up to 5s).
+func Refused(addr string) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+	}
+	return false
 }
