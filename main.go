@@ -26,7 +26,7 @@ import (
 
 	"anqi-edge/cache"
 	"anqi-edge/config"
-	"anqi-edge/proxy"
+	"anqi-edge/replica"
 )
 
 // defaultConfig is the shipped config.toml, used when -config is not given
@@ -70,13 +70,13 @@ func run(args, environ []string, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
 	// Process-wide, so set here and not per proxy.Server.
-	redis.SetLogger(proxy.RedisLogger{L: log})
+	redis.SetLogger(replica.RedisLogger{L: log})
 
 	// Catch signals before listening: a SIGTERM that arrives just after the
 	// listeners open must drain, not kill the process.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := proxy.New(cfg, log)
+	srv, err := replica.New(cfg, log)
 	if err == nil {
 		err = srv.Start()
 	}
@@ -144,10 +144,7 @@ func purge(args, environ []string, stderr io.Writer) int {
 
 	if len(cfg.Redis.Addrs) > 0 {
 		rc := cfg.Redis
-		client := redis.NewUniversalClient(&redis.UniversalOptions{
-			Addrs: rc.Addrs, MasterName: rc.MasterName, Username: rc.Username, Password: rc.Password,
-			DB: rc.DB, IsClusterMode: rc.Cluster, DialTimeout: rc.DialTimeout.Duration,
-		})
+		client := replica.NewRedisClient(rc)
 		defer client.Close()
 		r := cache.NewRedis(cache.RedisOptions{Client: client, Prefix: rc.KeyPrefix, Channel: rc.Channel, ReplicaID: "cli"})
 		if queued, err := r.Invalidate(ctx, *id); err != nil || queued {

@@ -17,7 +17,7 @@ import (
 func TestAdmin_PurgeDropsTheOrderOnEveryTier(t *testing.T) {
 	addr := redistest.Shared(t)
 	env, tok, _ := invStart(t, []string{addr}, nil)
-	invSubscribed(t, env.Admin)
+	edgetest.Subscribed(t, env.Admin)
 	const order = 2
 	invWarm(t, env.URL, order, tok)
 
@@ -32,12 +32,12 @@ func TestAdmin_PurgeDropsTheOrderOnEveryTier(t *testing.T) {
 	if d := invRead(t, env.URL, order, tok); d.xcache != "MISS" {
 		t.Fatalf("read after purge: X-Cache %s, want MISS (gone from L1 and Redis)", d.xcache)
 	}
-	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="purge"`); n != 1 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_invalidations_total", `source="purge"`); n != 1 {
 		t.Errorf("purge invalidations = %v, want 1", n)
 	}
 	// Purging an order nobody cached is fine too, and the scheme name is
 	// case-insensitive.
-	invPurge(t, env.Admin, 999)
+	edgetest.Purge(t, env.Admin, 999)
 	if resp, b := edgetest.Do(t, http.MethodPost, env.Admin+"/admin/purge?id=2", nil,
 		"Authorization: bearer admin-secret"); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("purge with a lower-case scheme: HTTP %d %s", resp.StatusCode, b)
@@ -83,7 +83,7 @@ func TestAdmin_PurgeRefusesBadRequests(t *testing.T) {
 	if d := invRead(t, env.URL, 1, tok); d.xcache != "HIT" {
 		t.Fatalf("a refused purge dropped the entry: X-Cache %s", d.xcache)
 	}
-	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="purge"`); n != 0 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_invalidations_total", `source="purge"`); n != 0 {
 		t.Errorf("refused purges counted as invalidations: %v", n)
 	}
 }
@@ -126,25 +126,25 @@ func TestAdmin_PurgeIsNotOnThePublicPort(t *testing.T) {
 func TestAdmin_ReadyzAndMetricsShowTheSubscription(t *testing.T) {
 	srv := redistest.Start(t)
 	env, _, _ := invStart(t, []string{srv.Addr()}, nil)
-	invSubscribed(t, env.Admin)
-	r := invReadyz(t, env.Admin)
+	edgetest.Subscribed(t, env.Admin)
+	r := edgetest.Readyz(t, env.Admin)
 	if r.Status != "ready" || !r.Redis.Subscribed || r.Redis.Ping != "ok" || r.Redis.Breaker != "closed" {
 		t.Fatalf("readyz with Redis up: %+v", r)
 	}
-	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
 		t.Fatalf("anqi_edge_pubsub_up = %v, want 1", n)
 	}
 	srv.Kill()
-	invEventually(t, "readyz and metrics to show the subscription down", func() bool {
-		return !invReadyz(t, env.Admin).Redis.Subscribed && invMetric(t, env.Admin, "anqi_edge_pubsub_up") == 0
+	edgetest.Eventually(t, "readyz and metrics to show the subscription down", func() bool {
+		return !edgetest.Readyz(t, env.Admin).Redis.Subscribed && edgetest.Metric(t, env.Admin, "anqi_edge_pubsub_up") == 0
 	})
 	// Redis being down does not make the replica unready: it serves from
 	// L1 and AnqiCMS.
-	if r := invReadyz(t, env.Admin); r.Status != "ready" || r.Redis.Ping == "ok" {
+	if r := edgetest.Readyz(t, env.Admin); r.Status != "ready" || r.Redis.Ping == "ok" {
 		t.Fatalf("readyz with Redis down: %+v", r)
 	}
 	srv.Restart(t)
-	invEventually(t, "readyz and metrics to show the subscription back", func() bool {
-		return invReadyz(t, env.Admin).Redis.Subscribed && invMetric(t, env.Admin, "anqi_edge_pubsub_up") == 1
+	edgetest.Eventually(t, "readyz and metrics to show the subscription back", func() bool {
+		return edgetest.Readyz(t, env.Admin).Redis.Subscribed && edgetest.Metric(t, env.Admin, "anqi_edge_pubsub_up") == 1
 	})
 }

@@ -3,21 +3,19 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
-	"golang.org/x/sync/singleflight"
 
 	"anqi-edge/anqicms"
 	"anqi-edge/cache"
 	"anqi-edge/metrics"
+	"anqi-edge/watch"
 )
 
 // DetailPath is the one read anqi-edge caches.
@@ -41,92 +39,92 @@ var (
 	hContentEncoding = []byte("Content-Encoding")
 	vAcceptEncoding  = []byte("Accept-Encoding")
 	vGzip            = []byte("gzip")
+	zeroAge          = []byte("0")
 )
 
-// DetailOptions are the cache settings the detail path needs.
+// DetailOptions are the settings the detail path needs besides the cache.
 type DetailOptions struct {
-	TTL, StaleWhileRevalidate, StaleIfError, NegativeTTL time.Duration
-	Jitter                                               float64
-	RenewWindow                                          time.Duration
-	MaxBody                                              int
-	// RedisBudget bounds one Redis round trip on the miss path.
-	RedisBudget time.Duration
+	RenewWindow time.Duration // auth.renew_window
+	MaxBody     int           // upstream.max_body
+	// StoreNegative keeps code != 0 answers (cache.negative_ttl > 0).
+	StoreNegative bool
 }
 
-// Detail answers GET/HEAD /api/communication/order/detail: parse, identity,
-// key, L1, then (inside one flight per key) Redis, AnqiCMS, store, answer.
+// Detail answers GET/HEAD /api/communication/order/detail: parse the id,
+// identify the caller, derive the key, ask the cache tiers, answer.
 type Detail struct {
-	o       DetailOptions
-	up      *Upstream
-	pass    *PassThrough
-	ids     *anqicms.Identifier
-	l1      *cache.L1
-	redis   *cache.Redis // nil: L1 only
-	m       *metrics.Metrics
-	log     *slog.Logger
-	flights singleflight.Group
-	// refreshing holds keys with a background refresh in flight, so a burst
-	// of STALE hits copies the request once, not once per hit.
-	// (A map under a mutex rather than a sync.Map: boxing the key into an
-	// interface would allocate on every STALE hit.)
-	refreshMu  sync.Mutex
-	refreshing map[cache.Key]struct{}
-	// wait is how long a request waits for a flight before giving up on it.
-	wait time.Duration
-	// fillHook, when set, runs at the start of every fill. Tests only: it
-	// lets them stall or panic a fill at a chosen moment.
-	fillHook atomic.Pointer[func(order int64)]
+	o     DetailOptions
+	tiers *cache.Tiers
+	up    *Upstream
+	pass  *PassThrough
+	ids   *anqicms.Identifier
+	m     *metrics.Metrics
+	log   *slog.Logger
+	// calls pools the per-request cache.Caller, so a hit hands Tiers.Get
+	// a pointer that is already on the heap and allocates nothing.
+	calls  sync.Pool
+	logged logLimiter
 }
 
-// NewDetail wires the detail path; redis may be nil.
-func NewDetail(o DetailOptions, up *Upstream, pass *PassThrough, ids *anqicms.Identifier,
-	l1 *cache.L1, redis *cache.Redis, m *metrics.Metrics, log *slog.Logger) *Detail {
-	if o.RedisBudget <= 0 {
-		o.RedisBudget = 250 * time.Millisecond
-	}
-	return &Detail{o: o, up: up, pass: pass, ids: ids, l1: l1, redis: redis, m: m, log: log,
-		refreshing: map[cache.Key]struct{}{},
-		wait:       up.timeout + 2*o.RedisBudget + time.Second}
+// NewDetail wires the detail path.
+func NewDetail(o DetailOptions, tiers *cache.Tiers, up *Upstream, pass *PassThrough, ids *anqicms.Identifier,
+	m *metrics.Metrics, log *slog.Logger) *Detail {
+	d := &Detail{o: o, tiers: tiers, up: up, pass: pass, ids: ids, m: m, log: log}
+	d.calls.New = func() any { return &originCall{d: d} }
+	return d
 }
 
-// Serve is the fasthttp handler. A fresh L1 hit returns before the first
-// allocation: everything up to respond works on stack buffers and on
-// slices fasthttp owns.
+// Serve is the fasthttp handler. A fresh L1 hit allocates nothing:
+// everything up to respond works on stack buffers and on slices fasthttp
+// owns.
 func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
 	key, _, ok := d.admit(ctx)
 	if !ok {
 		return
 	}
-	now := time.Now()
-	nowN := now.UnixNano()
-	if e, fresh := d.l1.Get(key, nowN); e != nil && fresh {
-		switch d.state(e, nowN) {
-		case stateFresh:
-			d.m.L1Hit.Inc()
-			d.respond(ctx, e, xHit, nowN)
-			return
-		case stateRevalidate:
-			d.m.L1Stale.Inc()
-			d.respond(ctx, e, xStale, nowN)
-			d.refresh(ctx, key)
-			return
+	if ctx.IsHead() {
+		// AnqiCMS does not route HEAD: answer it from what is cached, and
+		// otherwise let AnqiCMS give its own answer.
+		if e, st := d.tiers.Peek(key); e != nil {
+			d.respond(ctx, e, st)
+		} else {
+			d.bypass(ctx)
 		}
+		return
 	}
-	d.m.L1Miss.Inc()
-	d.miss(ctx, key, now)
+	c := d.calls.Get().(*originCall)
+	c.ctx = ctx
+	res, err := d.tiers.Get(context.Background(), key, c)
+	fg := c.fg
+	c.ctx, c.fg = nil, nil
+	d.calls.Put(c)
+	if err != nil {
+		d.fail(ctx, err)
+		return
+	}
+	d.write(ctx, res, fg)
 }
 
 // admit parses and identifies a detail request and derives its key. When
 // the request must not use the cache it answers it itself (bad id: a local
-// error; anonymous or about-to-renew token: forwarded) and reports false.
+// error; anything else: forwarded as is) and reports false.
 func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, bool) {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
 	}
-	order, bad := parseOrderID(ctx.QueryArgs())
+	args := ctx.QueryArgs()
+	order, bad := anqicms.ParseOrderID(args)
 	if bad != nil {
 		writeEnvelope(ctx, fasthttp.StatusOK, bad)
+		noCache(ctx)
+		return cache.Key{}, anqicms.Identity{}, false
+	}
+	// ?lang= makes AnqiCMS answer 307 with a lang cookie, and a client's
+	// Connection header can remove headers the key is made of before
+	// AnqiCMS sees them: neither is a plain detail read.
+	if args.Has("lang") || namesOtherHeaders(ctx.Request.Header.Peek("Connection")) {
+		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
 	}
 	var siteBuf [128]byte
@@ -146,7 +144,7 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 	}
 	return cache.MakeKey(order, cache.KeyParts{
 		Site:     site,
-		SiteID:   ctx.QueryArgs().Peek("site_id"),
+		SiteID:   args.Peek("site_id"),
 		Lang:     ctx.Request.Header.Cookie("lang"),
 		Identity: byte(id.Kind),
 		ID:       id.ID,
@@ -155,71 +153,28 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 
 // bypass forwards without touching the cache.
 func (d *Detail) bypass(ctx *fasthttp.RequestCtx) {
-	err := d.pass.Serve(ctx)
+	d.pass.Serve(ctx)
 	d.m.DetailBypass.Inc()
-	if err == nil {
-		ctx.Response.Header.SetCanonical(hXCache, xBypass)
-		ctx.Response.Header.SetCanonical(hAge, zeroAge)
-	}
+	noCache(ctx)
 }
 
-var zeroAge = []byte("0")
-
-type freshness int
-
-const (
-	stateFresh      freshness = iota // serve, HIT
-	stateRevalidate                  // serve STALE, refresh in the background
-	stateIfError                     // serve STALE only if AnqiCMS fails
-	stateExpired                     // unusable
-)
-
-// ttl is e's freshness lifetime. Jitter is derived from the entry's
-// stored-at time so it is the same on every replica and every read, and
-// orders filled together do not all expire together.
-func (d *Detail) ttl(e *cache.Entry) time.Duration {
-	if e.Negative {
-		return d.o.NegativeTTL
-	}
-	if d.o.Jitter == 0 {
-		return d.o.TTL
-	}
-	u := float64((uint64(e.StoredAt)*0x9E3779B97F4A7C15)>>11) / (1 << 53) // [0,1)
-	return time.Duration(float64(d.o.TTL) * (1 + d.o.Jitter*(2*u-1)))
-}
-
-func (d *Detail) state(e *cache.Entry, now int64) freshness {
-	age := e.Age(now)
-	ttl := d.ttl(e)
-	switch {
-	case age < ttl:
-		return stateFresh
-	case e.Negative:
-		return stateExpired
-	case age < ttl+d.o.StaleWhileRevalidate:
-		return stateRevalidate
-	case age < ttl+d.o.StaleIfError:
-		return stateIfError
-	}
-	return stateExpired
-}
-
-// keep is how long a tier holds e: past its ttl for as long as it may still
-// be served stale.
-func (d *Detail) keep(e *cache.Entry) time.Duration {
-	if e.Negative {
-		return d.o.NegativeTTL
-	}
-	return d.ttl(e) + max(d.o.StaleWhileRevalidate, d.o.StaleIfError)
+// noCache labels an answer that did not come from the cache (X-Cache is on
+// every detail answer, errors included).
+func noCache(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.SetCanonical(hXCache, xBypass)
+	ctx.Response.Header.SetCanonical(hAge, zeroAge)
 }
 
 // respond writes a stored entry. Entries are immutable, so their slices go
 // to fasthttp without a copy.
-func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, label []byte, now int64) {
-	switch &label[0] {
-	case &xHit[0]:
+func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outcome) {
+	label := xMiss
+	switch st {
+	case cache.Hit:
+		label = xHit
 		d.m.DetailHit.Inc()
-	case &xStale[0]:
+	case cache.Stale:
+		label = xStale
 		d.m.DetailStale.Inc()
 	default:
 		d.m.DetailMiss.Inc()
@@ -229,7 +184,7 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, label []byte,
 	h.SetContentTypeBytes(e.ContentType)
 	h.SetCanonical(hETag, e.ETag)
 	h.SetCanonical(hXCache, label)
-	age := max(e.Age(now)/time.Second, 0)
+	age := max(e.Age(time.Now().UnixNano())/time.Second, 0)
 	var ageBuf [20]byte
 	h.SetCanonical(hAge, strconv.AppendInt(ageBuf[:0], int64(age), 10))
 	h.SetCanonical(hVary, vAcceptEncoding)
@@ -249,364 +204,51 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, label []byte,
 	ctx.Response.SetBodyRaw(e.Body)
 }
 
-// flightResult is what one flight hands every waiter: a stored entry, or
-// an answer that was not stored. It never holds the leader's per-request
-// headers; those travel in the leader's own leaderHeaders.
-type flightResult struct {
-	entry  *cache.Entry
-	label  []byte
-	status int
-	ctype  []byte
-	body   []byte
-	// header holds the upstream's headers of an answer that was not
-	// stored (a redirect's Location, say), minus per-request and
-	// connection headers; it is passed on as is.
-	header [][2][]byte
-}
-
-// notShared are upstream headers a flight never hands to its waiters:
-// per-request ones (they go to the leader only), and those fasthttp writes
-// itself.
-var notShared = map[string]bool{
-	"Set-Cookie": true, "Update-Token": true, "Content-Length": true, "Content-Type": true,
-	"Date": true, "Server": true, "Connection": true, "Keep-Alive": true, "Transfer-Encoding": true,
-	"Te": true, "Trailer": true, "Upgrade": true, "Proxy-Connection": true,
-}
-
-// leaderHeaders carries Set-Cookie and Update-Token from AnqiCMS to the one
-// request whose upstream call produced them. Each waiter passes its own; only
-// the leader's fill function ever runs, so only the leader's is filled in.
-type leaderHeaders struct {
-	ran         bool
-	cookies     [][]byte
-	updateToken []byte
-}
-
-var errFillPanic = errors.New("detail fill panicked")
-
-// miss resolves key through one flight. The flight key carries the order's
-// L1 generation at arrival: a request that arrives after an invalidation
-// has a new generation, so it starts a new flight instead of joining one
-// that may be carrying data from before the change.
-func (d *Detail) miss(ctx *fasthttp.RequestCtx, key cache.Key, now time.Time) {
-	// The flight outlives nothing it borrows: fasthttp reuses ctx after we
-	// return, so the upstream request is a copy.
-	me := &leaderHeaders{}
-	res, err := d.flight(key, d.upstreamRequest(ctx), me)
-	if err != nil {
-		d.fail(ctx, err)
+// write answers with what the tiers returned. fg is the loader this
+// request handed out for its own answer, if any: when it ran, AnqiCMS's
+// per-request headers (a renewed token, cookies) are this request's.
+func (d *Detail) write(ctx *fasthttp.RequestCtx, res cache.Result, fg *originLoad) {
+	switch a := res.Other.(type) {
+	case nil:
+		d.respond(ctx, res.Entry, res.Outcome)
+	case *answer:
+		d.m.DetailMiss.Inc()
+		ctx.SetStatusCode(a.status)
+		ctx.Response.Header.SetContentTypeBytes(a.ctype)
+		ctx.Response.Header.SetCanonical(hXCache, xMiss)
+		ctx.Response.Header.SetCanonical(hAge, zeroAge)
+		for _, h := range a.header {
+			ctx.Response.Header.AddBytesKV(h[0], h[1])
+		}
+		ctx.Response.SetBodyRaw(a.body)
+	case tooLarge:
+		// Over upstream.max_body: not storable, so each waiter streams its
+		// own copy through instead of one being held in memory.
+		d.bypass(ctx)
 		return
 	}
-	d.write(ctx, res, me, time.Now().UnixNano())
-}
-
-var errFlightTimeout = errors.New("detail flight did not finish in time")
-
-// flight resolves key through one flight per (key, L1 generation) and waits
-// for it, at most d.wait. me receives AnqiCMS's per-request headers if this
-// caller's request is the one that went upstream.
-func (d *Detail) flight(key cache.Key, req *fasthttp.Request, me *leaderHeaders) (*flightResult, error) {
-	g := d.l1.Gen(key.Order)
-	fk := flightKey('m', key, g)
-	timer := time.NewTimer(d.wait)
-	defer timer.Stop()
-	// A follower whose leader panicked tries once more in a flight of its
-	// own (shared with the other followers that retry): the panic is the
-	// leader's request's failure, not theirs. The retry is bounded by the
-	// same deadline.
-	for attempt := 0; ; attempt++ {
-		ch := d.flights.DoChan(fk, func() (any, error) {
-			me.ran = true
-			return d.fill(req, key, g, me, false)
-		})
-		select {
-		case r := <-ch:
-			if !me.ran {
-				d.m.Collapsed.Inc()
-			}
-			if r.Err != nil {
-				if errors.Is(r.Err, errFillPanic) && !me.ran && attempt == 0 {
-					continue
-				}
-				return nil, r.Err
-			}
-			return r.Val.(*flightResult), nil
-		case <-timer.C:
-			// The flight is stuck past every timeout it has: let later requests
-			// start a new one instead of queueing behind it.
-			d.flights.Forget(fk)
-			d.log.Warn("detail flight did not finish in time", "order", key.Order, "waited", d.wait)
-			return nil, errFlightTimeout
+	if fg != nil && fg.answered {
+		for _, c := range fg.cookies {
+			ctx.Response.Header.AddBytesV("Set-Cookie", c)
+		}
+		if fg.updateToken != nil {
+			ctx.Response.Header.SetBytesV("Update-Token", fg.updateToken)
 		}
 	}
 }
 
-// fail answers a request whose flight failed.
+// fail answers a request whose answer could not be had.
 func (d *Detail) fail(ctx *fasthttp.RequestCtx, err error) {
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		// Over upstream.max_body: not cacheable, so each waiter streams
-		// its own copy through instead of one being held in memory.
-		d.bypass(ctx)
-		return
-	}
 	d.m.DetailResults.WithLabelValues("ERROR").Inc()
 	switch {
-	case errors.Is(err, errFillPanic):
+	case errors.Is(err, cache.ErrLoaderPanic):
 		writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
-	case errors.Is(err, errFlightTimeout):
+	case errors.Is(err, cache.ErrFlightTimeout):
 		writeEnvelope(ctx, fasthttp.StatusGatewayTimeout, upstreamUnavailable)
 	default:
 		writeUpstreamFailure(ctx, err)
 	}
-}
-
-// current is the order's answer for key as the detail path would give it
-// (fresh L1 entry, else a flight), without writing anything. Watchers use
-// it; tmpl is their upstream request, copied for each flight.
-func (d *Detail) current(key cache.Key, tmpl *fasthttp.Request) (*flightResult, error) {
-	now := time.Now().UnixNano()
-	if e, fresh := d.l1.Get(key, now); e != nil && fresh && d.state(e, now) == stateFresh {
-		return &flightResult{entry: e, label: xHit}, nil
-	}
-	req := new(fasthttp.Request)
-	tmpl.CopyTo(req)
-	return d.flight(key, req, &leaderHeaders{})
-}
-
-func (d *Detail) write(ctx *fasthttp.RequestCtx, res *flightResult, me *leaderHeaders, now int64) {
-	if res.entry != nil {
-		d.respond(ctx, res.entry, res.label, now)
-	} else {
-		d.m.DetailMiss.Inc()
-		ctx.SetStatusCode(res.status)
-		ctx.Response.Header.SetContentTypeBytes(res.ctype)
-		ctx.Response.Header.SetCanonical(hXCache, xMiss)
-		ctx.Response.Header.SetCanonical(hAge, zeroAge)
-		for _, h := range res.header {
-			ctx.Response.Header.AddBytesKV(h[0], h[1])
-		}
-		ctx.Response.SetBodyRaw(res.body)
-	}
-	if me.ran {
-		for _, c := range me.cookies {
-			ctx.Response.Header.Add("Set-Cookie", string(c))
-		}
-		if me.updateToken != nil {
-			ctx.Response.Header.SetBytesV("Update-Token", me.updateToken)
-		}
-	}
-}
-
-// refresh starts one background revalidation of key (stale-while-revalidate).
-func (d *Detail) refresh(ctx *fasthttp.RequestCtx, key cache.Key) {
-	if !d.startRefresh(key) {
-		return
-	}
-	g := d.l1.Gen(key.Order)
-	req := d.upstreamRequest(ctx)
-	go func() {
-		defer d.endRefresh(key)
-		<-d.flights.DoChan(flightKey('r', key, g), func() (any, error) {
-			return d.fill(req, key, g, &leaderHeaders{}, true)
-		})
-	}()
-}
-
-// startRefresh claims key's background refresh; false if one is running.
-func (d *Detail) startRefresh(key cache.Key) bool {
-	d.refreshMu.Lock()
-	defer d.refreshMu.Unlock()
-	if _, busy := d.refreshing[key]; busy {
-		return false
-	}
-	d.refreshing[key] = struct{}{}
-	return true
-}
-
-func (d *Detail) endRefresh(key cache.Key) {
-	d.refreshMu.Lock()
-	delete(d.refreshing, key)
-	d.refreshMu.Unlock()
-}
-
-func flightKey(kind byte, key cache.Key, g cache.Gen) string {
-	// Fixed-width fields: no two (kind, key, generation) tuples share a
-	// flight key.
-	b := make([]byte, 0, 1+8+32+16)
-	b = append(b, kind)
-	b = binary.BigEndian.AppendUint64(b, uint64(key.Order))
-	b = append(b, key.Sum[:]...)
-	b = binary.BigEndian.AppendUint64(b, g.Slot)
-	b = binary.BigEndian.AppendUint64(b, g.Epoch)
-	return string(b)
-}
-
-// upstreamRequest copies the client's request for AnqiCMS. HEAD becomes GET
-// (the body is what gets stored), and conditional and encoding headers are
-// dropped: anqi-edge needs the full identity-encoded body to store, and
-// answers those headers itself.
-func (d *Detail) upstreamRequest(ctx *fasthttp.RequestCtx) *fasthttp.Request {
-	req := new(fasthttp.Request)
-	d.up.prepare(ctx, req)
-	req.Header.SetMethod(fasthttp.MethodGet)
-	req.Header.Del("Accept-Encoding")
-	req.Header.Del("If-None-Match")
-	req.Header.Del("If-Modified-Since")
-	return req
-}
-
-// fill runs once per flight, on its own goroutine, bounded by its own
-// timeouts (Redis budget, upstream.timeout) and never by a client's.
-//
-// The order of the steps matters. The L1 generation g was read before the
-// flight started and the Redis generation is read before AnqiCMS is asked;
-// both stores only accept the entry if those generations are still current.
-// An invalidation that lands while AnqiCMS is answering therefore makes this
-// fill's stores no-ops: the answer still goes to the requests already
-// waiting (they asked before the change), but it is never kept.
-func (d *Detail) fill(req *fasthttp.Request, key cache.Key, g cache.Gen, me *leaderHeaders, refreshing bool) (res *flightResult, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			d.m.Panics.Inc()
-			d.log.Error("panic in detail fill", "order", key.Order, "panic", p, "stack", string(debug.Stack()))
-			res, err = nil, errFillPanic
-		}
-	}()
-
-	if h := d.fillHook.Load(); h != nil {
-		(*h)(key.Order)
-	}
-
-	// Look again: between this request's L1 miss and its flight starting,
-	// an earlier flight for the same key may have finished and filled L1
-	// (singleflight only joins flights still running). Without this check
-	// that request would call AnqiCMS a second time, and a burst of
-	// stale-while-revalidate hits could start a second refresh.
-	var stale *cache.Entry // usable only if AnqiCMS fails
-	if e, fresh := d.l1.Get(key, time.Now().UnixNano()); e != nil {
-		if fresh && d.state(e, time.Now().UnixNano()) == stateFresh {
-			return &flightResult{entry: e, label: xHit}, nil
-		}
-		stale = e
-	}
-	rgen := int64(cache.NoGen)
-	if d.redis != nil {
-		rctx, cancel := context.WithTimeout(context.Background(), d.o.RedisBudget)
-		e, gen, rerr := d.redis.Get(rctx, key)
-		cancel()
-		rgen = gen
-		switch {
-		case rerr != nil && !errors.Is(rerr, cache.ErrUnavailable):
-			d.log.Warn("redis read failed; asking AnqiCMS", "order", key.Order, "err", rerr)
-		case e != nil:
-			// Redis's entry supersedes this replica's L1 copy as the
-			// stale-if-error fallback: the copy may predate an invalidation
-			// this replica did not hear of.
-			stale = nil
-			now := time.Now().UnixNano()
-			switch d.state(e, now) {
-			case stateFresh:
-				d.m.TierResults.WithLabelValues("redis", "hit").Inc()
-				d.l1.Set(key, e, g, now)
-				return &flightResult{entry: e, label: xHit}, nil
-			case stateRevalidate:
-				if !refreshing {
-					d.m.TierResults.WithLabelValues("redis", "stale").Inc()
-					d.l1.Set(key, e, g, now)
-					go d.revalidate(req, key, g)
-					return &flightResult{entry: e, label: xStale}, nil
-				}
-				stale = e
-			case stateIfError:
-				stale = e
-			}
-		default:
-			d.m.TierResults.WithLabelValues("redis", "miss").Inc()
-			if rerr == nil {
-				// Redis answered and has no entry: the order may have been
-				// invalidated on another replica, so the L1 copy is no safe
-				// fallback. (With Redis unreachable it stays one: L1 is
-				// cleared whenever the subscription was broken.)
-				stale = nil
-			}
-		}
-	}
-
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseResponse(resp)
-	start := time.Now()
-	err = d.up.doDetail(req, resp)
-	observe(d.m, metrics.RouteDetail, start, err)
-	now := time.Now()
-	if err != nil {
-		if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-			return nil, err // not a failure: too big to store, streamed instead
-		}
-		d.log.Warn("upstream detail call failed", "order", key.Order, "site", requestSite(req), "err", err)
-		if stale != nil && d.state(stale, now.UnixNano()) != stateExpired {
-			return &flightResult{entry: stale, label: xStale}, nil
-		}
-		return nil, err
-	}
-
-	for _, v := range resp.Header.Cookies() {
-		me.cookies = append(me.cookies, bytes.Clone(v))
-	}
-	if t := resp.Header.Peek("Update-Token"); len(t) > 0 {
-		me.updateToken = bytes.Clone(t)
-	}
-
-	status, body := resp.StatusCode(), resp.Body()
-	code, isEnvelope := anqicms.EnvelopeCode(body)
-	storable := status == fasthttp.StatusOK && isEnvelope && len(body) <= d.o.MaxBody &&
-		len(resp.Header.ContentEncoding()) == 0 && (code == anqicms.CodeOK || d.o.NegativeTTL > 0)
-	if !storable {
-		res := &flightResult{status: status, ctype: bytes.Clone(resp.Header.ContentType()), body: bytes.Clone(body)}
-		for k, v := range resp.Header.All() {
-			if !notShared[string(k)] {
-				res.header = append(res.header, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
-			}
-		}
-		return res, nil
-	}
-	e := cache.NewEntry(body, resp.Header.ContentType(), code != anqicms.CodeOK, now)
-	if d.redis != nil {
-		rctx, cancel := context.WithTimeout(context.Background(), d.o.RedisBudget)
-		stored, ferr := d.redis.Fill(rctx, key, e, rgen, d.keep(e))
-		cancel()
-		switch {
-		case ferr != nil:
-			d.log.Warn("redis fill failed", "order", key.Order, "err", ferr)
-		case stored:
-			d.m.Fills.WithLabelValues("redis", "stored").Inc()
-		case rgen != cache.NoGen:
-			d.m.Fills.WithLabelValues("redis", "dropped_generation").Inc()
-		}
-	}
-	if d.l1.Set(key, e, g, now.UnixNano()) {
-		d.m.Fills.WithLabelValues("l1", "stored").Inc()
-	} else {
-		d.m.Fills.WithLabelValues("l1", "dropped_generation").Inc()
-	}
-	return &flightResult{entry: e, label: xMiss}, nil
-}
-
-// revalidate refreshes a stale Redis entry found inside a flight. req is the
-// flight's own copy; the flight is done with it by the time this runs.
-func (d *Detail) revalidate(req *fasthttp.Request, key cache.Key, g cache.Gen) {
-	if !d.startRefresh(key) {
-		return
-	}
-	defer d.endRefresh(key)
-	<-d.flights.DoChan(flightKey('r', key, g), func() (any, error) {
-		return d.fill(req, key, g, &leaderHeaders{}, true)
-	})
-}
-
-// requestSite names the site of an upstream request for logs.
-func requestSite(req *fasthttp.Request) string {
-	return string(anqicms.SiteHost(nil, req.Header.Peek("X-Host"), req.Header.Host()))
+	noCache(ctx)
 }
 
 var internalError = anqicms.ErrorBody("internal error")
@@ -615,11 +257,7 @@ var internalError = anqicms.ErrorBody("internal error")
 func etagMatches(header, etag []byte) bool {
 	for len(header) > 0 {
 		var tag []byte
-		if i := bytes.IndexByte(header, ','); i >= 0 {
-			tag, header = header[:i], header[i+1:]
-		} else {
-			tag, header = header, nil
-		}
+		tag, header, _ = bytes.Cut(header, []byte{','})
 		tag = bytes.TrimSpace(tag)
 		tag = bytes.TrimPrefix(tag, []byte("W/"))
 		if bytes.Equal(tag, etag) || (len(tag) == 1 && tag[0] == '*') {
@@ -634,11 +272,7 @@ func etagMatches(header, etag []byte) bool {
 func acceptsGzip(ae []byte) bool {
 	for len(ae) > 0 {
 		var part []byte
-		if i := bytes.IndexByte(ae, ','); i >= 0 {
-			part, ae = ae[:i], ae[i+1:]
-		} else {
-			part, ae = ae, nil
-		}
+		part, ae, _ = bytes.Cut(ae, []byte{','})
 		name, params, _ := bytes.Cut(bytes.TrimSpace(part), []byte(";"))
 		if !bytes.EqualFold(bytes.TrimSpace(name), vGzip) && !bytes.Equal(bytes.TrimSpace(name), []byte("*")) {
 			continue
@@ -652,4 +286,52 @@ func acceptsGzip(ae []byte) bool {
 		return true
 	}
 	return false
+}
+
+// Watching: the view of the detail path that package watch depends on.
+
+// Admit reads a watch request as the detail read it stands for. When that
+// read may not use the cache (bad id, anonymous, renewing token) it answers
+// ctx as the detail endpoint would and reports false.
+func (d *Detail) Admit(ctx *fasthttp.RequestCtx) (watch.Subject, bool) {
+	// Whatever is forwarded must be the detail read, not the watch path,
+	// which AnqiCMS does not have.
+	uri := ctx.Request.URI()
+	uri.SetPath(DetailPath)
+	uri.QueryArgs().Del("etag")
+	ctx.Request.Header.SetRequestURIBytes(uri.RequestURI())
+	ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	key, id, ok := d.admit(ctx)
+	if !ok {
+		return watch.Subject{}, false
+	}
+	s := watch.Subject{Key: key, Caller: templateCaller{d: d, tmpl: d.upstreamRequest(ctx)}}
+	s.Owner = sha256.Sum256(append([]byte{byte(id.Kind)}, id.ID...))
+	if id.Expiry != 0 {
+		s.Renew = time.Unix(id.Expiry, 0).Add(-d.o.RenewWindow)
+	}
+	return s, true
+}
+
+// Current is the order's answer for s as the detail endpoint would give it
+// now, without writing anything.
+func (d *Detail) Current(s watch.Subject) (cache.Result, error) {
+	return d.tiers.Get(context.Background(), s.Key, s.Caller)
+}
+
+// Write answers ctx with r as the detail endpoint would.
+func (d *Detail) Write(ctx *fasthttp.RequestCtx, r cache.Result) { d.write(ctx, r, nil) }
+
+// Fail answers ctx as the detail endpoint answers a failed read.
+func (d *Detail) Fail(ctx *fasthttp.RequestCtx, err error) { d.fail(ctx, err) }
+
+// Body is the body r is answered with (an SSE error event carries it).
+func (d *Detail) Body(r cache.Result) []byte {
+	switch a := r.Other.(type) {
+	case nil:
+		return r.Entry.Body
+	case *answer:
+		return a.body
+	}
+	return upstreamUnavailable
 }

@@ -154,82 +154,6 @@ func dtConfig(edit func(*config.Config)) func(*config.Config) {
 	}
 }
 
-func dtMode(verify bool) string {
-	if verify {
-		return "verified"
-	}
-	return "fingerprint"
-}
-
-func dtModes(t *testing.T, f func(t *testing.T, verify bool)) {
-	for _, verify := range []bool{false, true} {
-		t.Run(dtMode(verify), func(t *testing.T) { f(t, verify) })
-	}
-}
-
-// dtSeedOne adds one user with one order and returns a 48h token for it.
-func dtSeedOne(env *edgetest.Env) (user fake.User, order fake.Order, token string) {
-	users, orders := env.Fake.Seed(1, 1)
-	return users[0], orders[0], env.Fake.Token(users[0].ID, 48*time.Hour)
-}
-
-func dtCalls(env *edgetest.Env) int64 { return env.Fake.Calls(proxy.DetailPath) }
-
-// dtMetric sums the samples of name whose labels include every pair in
-// labels ("k=v"), as exported on the admin /metrics. A series not exported
-// (a labelled series not used yet, or a vector with no series at all, which
-// Prometheus omits) counts 0; dtExported checks that a family exists.
-func dtMetric(t testing.TB, admin, name string, labels ...string) float64 {
-	t.Helper()
-	resp, body := edgetest.Get(t, admin+"/metrics")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: HTTP %d", resp.StatusCode)
-	}
-	var sum float64
-	for _, line := range strings.Split(string(body), "\n") {
-		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
-			continue
-		}
-		rest := line[len(name):]
-		var lbl string
-		switch {
-		case strings.HasPrefix(rest, "{"):
-			end := strings.Index(rest, "}")
-			lbl, rest = rest[1:end], rest[end+1:]
-		case strings.HasPrefix(rest, " "):
-		default:
-			continue // a longer name
-		}
-		ok := true
-		for _, l := range labels {
-			k, v, _ := strings.Cut(l, "=")
-			if !strings.Contains(","+lbl+",", ","+k+"=\""+v+"\",") {
-				ok = false
-			}
-		}
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		sum += v
-	}
-	return sum
-}
-
-// dtExported fails unless every named metric family is on /metrics.
-func dtExported(t testing.TB, admin string, names ...string) {
-	t.Helper()
-	_, body := edgetest.Get(t, admin+"/metrics")
-	for _, n := range names {
-		if !strings.Contains(string(body), "\n# TYPE "+n+" ") {
-			t.Errorf("metric family %s is not exported", n)
-		}
-	}
-}
-
 // dtSign makes a user token like AnqiCMS's, with any method and key.
 func dtSign(t testing.TB, m jwt.SigningMethod, key any, claims jwt.MapClaims) string {
 	t.Helper()
@@ -248,7 +172,7 @@ func dtClaims(user int64, ttl time.Duration) jwt.MapClaims {
 
 func TestDetail_BadIDIsAnsweredLocallyWithAnEnvelope(t *testing.T) {
 	env := dtStart(t, false, nil, nil)
-	_, _, tok := dtSeedOne(env)
+	_, _, tok := edgetest.SeedOne(env)
 	base := env.URL + proxy.DetailPath
 	cases := []struct {
 		name, query, msg string
@@ -279,7 +203,7 @@ func TestDetail_BadIDIsAnsweredLocallyWithAnEnvelope(t *testing.T) {
 		{"repeated, one empty", "?id=&id=1", "once"},
 		{"absurdly long", "?id=" + strings.Repeat("1", 2000), "long"},
 	}
-	before := dtCalls(env)
+	before := edgetest.DetailCalls(env)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for _, method := range []string{http.MethodGet, http.MethodHead} {
@@ -315,14 +239,14 @@ func TestDetail_BadIDIsAnsweredLocallyWithAnEnvelope(t *testing.T) {
 		t.Errorf("16 KiB id: got %s, want a code -1 envelope", a)
 	}
 	t.Logf("16 KiB id (beyond the 4 KiB header buffer): %s", a)
-	if got := dtCalls(env); got != before {
+	if got := edgetest.DetailCalls(env); got != before {
 		t.Fatalf("bad ids reached AnqiCMS: detail calls %d -> %d", before, got)
 	}
 }
 
 func TestDetail_LeadingZerosAndPlusSignShareTheCanonicalEntry(t *testing.T) {
 	env := dtStart(t, false, nil, nil)
-	_, o, tok := dtSeedOne(env)
+	_, o, tok := edgetest.SeedOne(env)
 	id := strconv.FormatInt(o.ID, 10)
 	first := dtGet(t, env.URL+proxy.DetailPath+"?id="+id, "token: "+tok)
 	if first.code != 0 || first.xcache() != "MISS" {
@@ -334,17 +258,17 @@ func TestDetail_LeadingZerosAndPlusSignShareTheCanonicalEntry(t *testing.T) {
 			t.Errorf("id=%s: %s, want a HIT on the entry of id=%s with the same body", q, a, id)
 		}
 	}
-	if n := dtCalls(env); n != 1 {
+	if n := edgetest.DetailCalls(env); n != 1 {
 		t.Fatalf("AnqiCMS saw %d detail calls, want 1", n)
 	}
 }
 
 func TestDetail_OnlyGetAndHeadAreCached(t *testing.T) {
 	env := dtStart(t, false, nil, nil)
-	_, o, tok := dtSeedOne(env)
+	_, o, tok := edgetest.SeedOne(env)
 	u := edgetest.DetailURL(env.URL, o.ID)
 	for i, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch, http.MethodPost} {
-		before := dtCalls(env)
+		before := edgetest.DetailCalls(env)
 		a, err := dtDo(method, u, "token: "+tok)
 		if err != nil {
 			t.Fatal(err)
@@ -357,7 +281,7 @@ func TestDetail_OnlyGetAndHeadAreCached(t *testing.T) {
 		if a.status != http.StatusNotFound {
 			t.Errorf("%s: HTTP %d, want AnqiCMS's 404 passed through", method, a.status)
 		}
-		if got := dtCalls(env); got != before+1 {
+		if got := edgetest.DetailCalls(env); got != before+1 {
 			t.Errorf("%s: AnqiCMS detail calls %d -> %d, want one forwarded call", method, before, got)
 		}
 	}
@@ -376,7 +300,7 @@ func TestDetail_OnlyGetAndHeadAreCached(t *testing.T) {
 // --- key and identity -----------------------------------------------------
 
 func TestDetail_KeyIsSiteOrderAndIdentity(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := dtStart(t, verify, nil, nil)
 		users, orders := env.Fake.Seed(1, 2)
 		tok := env.Fake.Token(users[0].ID, 48*time.Hour)
@@ -419,9 +343,9 @@ func TestDetail_KeyIsSiteOrderAndIdentity(t *testing.T) {
 }
 
 func TestDetail_AnonymousAndInvalidTokensBypassAndAreNeverStored(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := dtStart(t, verify, nil, nil)
-		user, o, good := dtSeedOne(env)
+		user, o, good := edgetest.SeedOne(env)
 		key := []byte(edgetest.Secret + "-user-token")
 		unsigned, err := jwt.NewWithClaims(jwt.SigningMethodNone, dtClaims(user.ID, 48*time.Hour)).
 			SignedString(jwt.UnsafeAllowNoneSignatureType)
@@ -449,7 +373,7 @@ func TestDetail_AnonymousAndInvalidTokensBypassAndAreNeverStored(t *testing.T) {
 			{"alg none", []string{"token: " + unsigned}, recognisable},
 		}
 		for _, c := range cases {
-			before := dtCalls(env)
+			before := edgetest.DetailCalls(env)
 			for i := range 2 {
 				a := dtGet(t, edgetest.DetailURL(env.URL, o.ID), c.headers...)
 				if a.status != http.StatusOK || a.code != 1001 {
@@ -459,7 +383,7 @@ func TestDetail_AnonymousAndInvalidTokensBypassAndAreNeverStored(t *testing.T) {
 					t.Errorf("%s #%d: X-Cache %q, want %s", c.name, i, a.xcache(), c.want)
 				}
 			}
-			if got := dtCalls(env); got != before+2 {
+			if got := edgetest.DetailCalls(env); got != before+2 {
 				t.Errorf("%s: AnqiCMS detail calls %d -> %d, want both requests forwarded (nothing stored)", c.name, before, got)
 			}
 		}
@@ -471,13 +395,13 @@ func TestDetail_AnonymousAndInvalidTokensBypassAndAreNeverStored(t *testing.T) {
 }
 
 func TestDetail_NearExpiryTokenBypassesAndReceivesUpdateToken(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := dtStart(t, verify, nil, nil)
-		user, o, _ := dtSeedOne(env)
+		user, o, _ := edgetest.SeedOne(env)
 		u := edgetest.DetailURL(env.URL, o.ID)
 		near := env.Fake.Token(user.ID, 30*time.Minute) // inside the 1h renew window
 		for _, hdr := range []string{"token: " + near, "Cookie: token=" + near, "token: " + near} {
-			before := dtCalls(env)
+			before := edgetest.DetailCalls(env)
 			a := dtGet(t, u, hdr)
 			if a.code != 0 || a.user != user.ID || a.xcache() != "BYPASS" {
 				t.Fatalf("%s: %s, want the order, BYPASS", hdr[:6], a)
@@ -485,7 +409,7 @@ func TestDetail_NearExpiryTokenBypassesAndReceivesUpdateToken(t *testing.T) {
 			if a.header.Get("Update-Token") == "" {
 				t.Fatalf("%s: no Update-Token; AnqiCMS's renewal must reach the client", hdr[:6])
 			}
-			if got := dtCalls(env); got != before+1 {
+			if got := edgetest.DetailCalls(env); got != before+1 {
 				t.Fatalf("detail calls %d -> %d, want the request forwarded", before, got)
 			}
 		}
@@ -528,7 +452,7 @@ type dtUser struct {
 // get their order.
 func TestDetail_NeverServesAnotherUsersOrder(t *testing.T) {
 	redisAddr := redistest.Shared(t)
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		fo := &fake.Options{SiteHosts: map[string]int{
 			"shop.example.com": 1, "www.shop.example.com": 1,
 			"b.example.com": 2, "b2.example.com": 2,
@@ -694,7 +618,7 @@ func TestDetail_NeverServesAnotherUsersOrder(t *testing.T) {
 func TestDetail_ColdKeyStormMakesOneUpstreamCall(t *testing.T) {
 	t.Parallel() // mostly waiting: overlaps with the other waiting tests
 	env := dtStart(t, true, []string{redistest.Shared(t)}, nil)
-	_, o, tok := dtSeedOne(env)
+	_, o, tok := edgetest.SeedOne(env)
 	env.Fake.SetLatency(proxy.DetailPath, 200*time.Millisecond)
 	const n = 500
 	var (
@@ -723,10 +647,10 @@ func TestDetail_ColdKeyStormMakesOneUpstreamCall(t *testing.T) {
 		}
 		results[a.xcache()]++
 	}
-	if got := dtCalls(env); got != 1 {
+	if got := edgetest.DetailCalls(env); got != 1 {
 		t.Fatalf("AnqiCMS saw %d detail calls for %d concurrent cold requests, want exactly 1 (X-Cache %v)", got, n, results)
 	}
-	if c := dtMetric(t, env.Admin, "anqi_edge_singleflight_collapsed_total"); c < 1 {
+	if c := edgetest.Metric(t, env.Admin, "anqi_edge_singleflight_collapsed_total"); c < 1 {
 		t.Errorf("singleflight_collapsed_total = %v after a storm", c)
 	}
 	t.Logf("X-Cache of %d concurrent cold requests: %v", n, results)
@@ -735,9 +659,9 @@ func TestDetail_ColdKeyStormMakesOneUpstreamCall(t *testing.T) {
 // --- the response ----------------------------------------------------------
 
 func TestDetail_CachedAnswerIsByteEqualToAnqiCMS(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := dtStart(t, verify, []string{redistest.Shared(t)}, nil)
-		_, o, tok := dtSeedOne(env)
+		_, o, tok := edgetest.SeedOne(env)
 		u := edgetest.DetailURL(env.URL, o.ID)
 		direct, err := dtDo(http.MethodGet, edgetest.DetailURL(env.FakeURL, o.ID), "token: "+tok)
 		if err != nil || direct.code != 0 {
@@ -837,15 +761,20 @@ func TestDetail_CachedAnswerIsByteEqualToAnqiCMS(t *testing.T) {
 			t.Fatalf("HEAD: HTTP %d, %d body bytes, X-Cache %q, ETag %q, Age %q; want 200, headers, no body",
 				h.status, len(h.body), h.xcache(), h.header.Get("ETag"), h.header.Get("Age"))
 		}
-		// HEAD on a cold key fills it with a GET upstream.
-		_, o2, _ := dtSeedOne(env)
+		// HEAD on a cold key is AnqiCMS's to answer: it does not route
+		// HEAD (404), and anqi-edge does not turn it into a GET.
+		_, o2, _ := edgetest.SeedOne(env)
 		tok2 := env.Fake.Token(o2.UserID, 48*time.Hour)
-		h2, err := dtDo(http.MethodHead, edgetest.DetailURL(env.URL, o2.ID), "token: "+tok2)
-		if err != nil || h2.status != http.StatusOK || h2.xcache() != "MISS" || len(h2.body) != 0 {
-			t.Fatalf("cold HEAD: %s, %d body bytes, %v", h2, len(h2.body), err)
+		direct2, err := dtDo(http.MethodHead, env.FakeURL+proxy.DetailPath+"?id="+strconv.FormatInt(o2.ID, 10), "token: "+tok2)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if a := dtGet(t, edgetest.DetailURL(env.URL, o2.ID), "token: "+tok2); a.xcache() != "HIT" || a.code != 0 || a.order != o2.ID {
-			t.Fatalf("GET after a cold HEAD: %s, want a HIT with the order", a)
+		h2, err := dtDo(http.MethodHead, edgetest.DetailURL(env.URL, o2.ID), "token: "+tok2)
+		if err != nil || h2.status != direct2.status || h2.xcache() != "BYPASS" || len(h2.body) != 0 {
+			t.Fatalf("cold HEAD: %s, %d body bytes, %v; want AnqiCMS's HTTP %d, BYPASS", h2, len(h2.body), err, direct2.status)
+		}
+		if a := dtGet(t, edgetest.DetailURL(env.URL, o2.ID), "token: "+tok2); a.xcache() != "MISS" || a.code != 0 || a.order != o2.ID {
+			t.Fatalf("GET after a cold HEAD: %s, want a MISS with the order (HEAD filled nothing)", a)
 		}
 	})
 }
@@ -858,14 +787,14 @@ func TestDetail_ErrorAnswersAreNotCached(t *testing.T) {
 		id   int64
 		code int
 	}{{orders[1].ID, 1002}, {99999, -1}} {
-		before := dtCalls(env)
+		before := edgetest.DetailCalls(env)
 		for range 2 {
 			a := dtGet(t, edgetest.DetailURL(env.URL, c.id), "token: "+tok)
 			if a.code != c.code || a.xcache() != "MISS" {
 				t.Fatalf("order %d: %s, want code %d, MISS", c.id, a, c.code)
 			}
 		}
-		if got := dtCalls(env); got != before+2 {
+		if got := edgetest.DetailCalls(env); got != before+2 {
 			t.Fatalf("order %d: calls %d -> %d, an error answer was served from cache", c.id, before, got)
 		}
 	}
@@ -894,7 +823,7 @@ func dtHeaderAdder(t *testing.T, upstream string) string {
 
 func TestDetail_PerRequestHeadersAreNeverReplayed(t *testing.T) {
 	t.Parallel() // mostly waiting: overlaps with the other waiting tests
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := dtStart(t, verify, []string{redistest.Shared(t)}, nil)
 		// This replica caches tokens with 30 minutes left (renew window 1m),
 		// so AnqiCMS's Update-Token for them lands on a cacheable answer.
@@ -902,7 +831,7 @@ func TestDetail_PerRequestHeadersAreNeverReplayed(t *testing.T) {
 			c.Upstream.URL = dtHeaderAdder(t, env.FakeURL)
 			c.Auth.RenewWindow = config.Duration{Duration: time.Minute}
 		}))
-		user, o, long := dtSeedOne(env)
+		user, o, long := edgetest.SeedOne(env)
 		near := env.Fake.Token(user.ID, 30*time.Minute)
 		u := edgetest.DetailURL(edge, o.ID)
 		env.Fake.SetLatency(proxy.DetailPath, 200*time.Millisecond)
@@ -985,11 +914,11 @@ func TestDetail_RedisKilledMidLoadServesEveryRequestAndRecovers(t *testing.T) {
 	for _, o := range orders {
 		dtGet(t, edgetest.DetailURL(env.URL, o.ID), "token: "+tokens[o.UserID])
 	}
-	dtExported(t, env.Admin, "anqi_edge_cache_lookups_total", "anqi_edge_redis_breaker_state")
-	if h := dtMetric(t, env.Admin, "anqi_edge_cache_lookups_total", "tier=redis", "result=hit"); h != 0 {
+	edgetest.Exported(t, env.Admin, "anqi_edge_cache_lookups_total", "anqi_edge_redis_breaker_state")
+	if h := edgetest.Metric(t, env.Admin, "anqi_edge_cache_lookups_total", "tier=redis", "result=hit"); h != 0 {
 		t.Fatalf("redis hits before the warm-up reads: %v", h)
 	}
-	hits0 := dtMetric(t, env.Admin, "anqi_edge_cache_lookups_total", "tier=redis", "result=hit")
+	hits0 := edgetest.Metric(t, env.Admin, "anqi_edge_cache_lookups_total", "tier=redis", "result=hit")
 
 	var (
 		stop     atomic.Bool
@@ -1025,7 +954,7 @@ func TestDetail_RedisKilledMidLoadServesEveryRequestAndRecovers(t *testing.T) {
 	// Wait until anqi-edge has noticed (breaker open), bounded.
 	sawOpen := false
 	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if dtMetric(t, env.Admin, "anqi_edge_redis_breaker_state") == 1 {
+		if edgetest.Metric(t, env.Admin, "anqi_edge_redis_breaker_state") == 1 {
 			sawOpen = true
 			break
 		}
@@ -1059,7 +988,7 @@ func TestDetail_RedisKilledMidLoadServesEveryRequestAndRecovers(t *testing.T) {
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		dtGet(t, edgetest.DetailURL(env.URL, o.ID), "token: "+tokens[o.UserID])
 		a := dtGet(t, edgetest.DetailURL(env.URL, o.ID), "token: "+tokens[o.UserID])
-		if dtMetric(t, env.Admin, "anqi_edge_cache_lookups_total", "tier=redis", "result=hit") > hits0 && a.xcache() == "HIT" {
+		if edgetest.Metric(t, env.Admin, "anqi_edge_cache_lookups_total", "tier=redis", "result=hit") > hits0 && a.xcache() == "HIT" {
 			break
 		}
 		if time.Now().After(end) {
@@ -1144,14 +1073,14 @@ func TestDetail_StaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 					c.Cache.Memory.MaxBytes = 0
 				}
 			})
-			_, o, tok := dtSeedOne(env)
+			_, o, tok := edgetest.SeedOne(env)
 			u := edgetest.DetailURL(env.URL, o.ID)
 			if a := dtGet(t, u, "token: "+tok); a.xcache() != "MISS" {
 				t.Fatalf("fill: %s", a)
 			}
 			env.Fake.AppendMessage(o.ID, fake.Message{Content: "changed behind anqi-edge's back"})
 			time.Sleep(400 * time.Millisecond) // past ttl, well within swr
-			before := dtCalls(env)
+			before := edgetest.DetailCalls(env)
 
 			const n = 20
 			answers := make([]dtAnswer, n)
@@ -1194,7 +1123,7 @@ func TestDetail_StaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 					t.Fatalf("waiting for the background refresh: %s", a)
 				}
 			}
-			if got := dtCalls(env) - before; got != 1 {
+			if got := edgetest.DetailCalls(env) - before; got != 1 {
 				t.Fatalf("%d upstream calls for the revalidation, want exactly 1 background refresh", got)
 			}
 		})
@@ -1206,7 +1135,7 @@ func TestDetail_SlowUpstreamAnswersEveryWaiterByItsDeadline(t *testing.T) {
 	env := dtStart(t, true, nil, func(c *config.Config) {
 		c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
 	})
-	_, o, tok := dtSeedOne(env)
+	_, o, tok := edgetest.SeedOne(env)
 	env.Fake.SetLatency(proxy.DetailPath, 5*time.Second)
 	const n = 20
 	var wg sync.WaitGroup
@@ -1235,127 +1164,15 @@ func TestDetail_SlowUpstreamAnswersEveryWaiterByItsDeadline(t *testing.T) {
 	}
 }
 
-func TestDetail_StuckLeaderDoesNotHangFollowersOrTheKey(t *testing.T) {
-	t.Parallel() // mostly waiting: overlaps with the other waiting tests
-	env := dtStart(t, true, nil, func(c *config.Config) {
-		c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
-	})
-	_, o, tok := dtSeedOne(env)
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
-	var fills atomic.Int64
-	proxy.SetDetailFillHook(env.Edge, func(int64) {
-		if fills.Add(1) == 1 {
-			<-release // the first fill hangs past every timeout it has
-		}
-	})
-	t.Cleanup(func() { proxy.SetDetailFillHook(env.Edge, nil) })
-
-	const n = 10
-	var wg sync.WaitGroup
-	answers := make([]dtAnswer, n)
-	took := make([]time.Duration, n)
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			answers[i], errs[i] = dtDo(http.MethodGet, edgetest.DetailURL(env.URL, o.ID), "token: "+tok)
-			took[i] = time.Since(t0)
-		}()
-	}
-	wg.Wait()
-	gaveUp := 0
-	for i, a := range answers {
-		// Each waiter gives up on its own deadline (upstream.timeout plus
-		// the Redis budget plus 1s, under 2s here); 8s is a generous bound.
-		// A request that a loaded machine started only after the others
-		// gave up runs a new flight and gets the order.
-		switch {
-		case errs[i] != nil || took[i] > 8*time.Second:
-			t.Errorf("request %d: %s %v after %v", i, a, errs[i], took[i])
-		case a.status == http.StatusGatewayTimeout && a.code == -1:
-			gaveUp++
-		case a.status != http.StatusOK || a.code != 0:
-			t.Errorf("request %d: %s, want 504 with the envelope", i, a)
-		}
-	}
-	if gaveUp == 0 {
-		t.Fatal("no request waited on the stuck flight")
-	}
-	// The key is not poisoned: while the first fill is still stuck, a new
-	// request starts its own flight and gets the order.
-	a := dtGet(t, edgetest.DetailURL(env.URL, o.ID), "token: "+tok)
-	if a.status != http.StatusOK || a.code != 0 || a.order != o.ID {
-		t.Fatalf("request after the stuck flight was given up: %s", a)
-	}
-	if f := fills.Load(); f < 2 {
-		t.Errorf("%d fills, want the stuck one and a new one", f)
-	}
-}
-
-func TestDetail_PanicInAFillReachesNoOtherRequest(t *testing.T) {
-	t.Parallel() // mostly waiting: overlaps with the other waiting tests
-	env := dtStart(t, true, nil, nil)
-	users, orders := env.Fake.Seed(1, 2)
-	tok := env.Fake.Token(users[0].ID, 48*time.Hour)
-	var fills atomic.Int64
-	proxy.SetDetailFillHook(env.Edge, func(order int64) {
-		if order == orders[0].ID && fills.Add(1) == 1 {
-			time.Sleep(300 * time.Millisecond) // let followers join
-			panic("test: fill panics")
-		}
-	})
-	t.Cleanup(func() { proxy.SetDetailFillHook(env.Edge, nil) })
-
-	const n = 20
-	var wg sync.WaitGroup
-	answers := make([]dtAnswer, n)
-	errs := make([]error, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			answers[i], errs[i] = dtDo(http.MethodGet, edgetest.DetailURL(env.URL, orders[0].ID), "token: "+tok)
-		}()
-	}
-	// Another order is served meanwhile.
-	if a := dtGet(t, edgetest.DetailURL(env.URL, orders[1].ID), "token: "+tok); a.code != 0 {
-		t.Errorf("other order during the panic: %s", a)
-	}
-	wg.Wait()
-	failed := 0
-	for i, a := range answers {
-		switch {
-		case errs[i] != nil:
-			t.Fatalf("request %d: %v", i, errs[i])
-		case a.status == http.StatusInternalServerError && a.code == -1:
-			failed++
-		case a.status != http.StatusOK || a.code != 0:
-			t.Errorf("request %d: %s", i, a)
-		}
-	}
-	if failed != 1 {
-		t.Fatalf("%d requests got the 500, want only the one whose fill panicked", failed)
-	}
-	if resp, _ := edgetest.Get(t, env.Admin+"/healthz"); resp.StatusCode != http.StatusOK {
-		t.Fatalf("healthz after a panic: %d", resp.StatusCode)
-	}
-	if p := dtMetric(t, env.Admin, "anqi_edge_panics_total"); p != 1 {
-		t.Errorf("panics_total = %v, want 1", p)
-	}
-	if a := dtGet(t, edgetest.DetailURL(env.URL, orders[0].ID), "token: "+tok); a.code != 0 || a.xcache() != "HIT" {
-		t.Errorf("order after the panic: %s, want a HIT", a)
-	}
-}
+// The stuck-leader and panicking-loader cases are unit tests of the load
+// story now: cache/tiers_test.go (TestTiers_StuckLeaderDoesNotHangFollowers
+// OrTheKey, TestTiers_PanicInALoaderReachesNoOtherCaller).
 
 // --- observability -------------------------------------------------------------
 
 func TestDetail_MetricsAndReadyzShowCacheState(t *testing.T) {
 	env := dtStart(t, false, []string{redistest.Shared(t)}, nil)
-	_, o, tok := dtSeedOne(env)
+	_, o, tok := edgetest.SeedOne(env)
 	u := edgetest.DetailURL(env.URL, o.ID)
 	// Replica 2 on the same Redis: its first read is a Redis hit.
 	_, url2, admin2 := env.Replica(t, dtConfig(nil))
@@ -1397,12 +1214,12 @@ func TestDetail_MetricsAndReadyzShowCacheState(t *testing.T) {
 		{env.Admin, "anqi_edge_redis_breaker_state", nil, 0},
 	}
 	for _, c := range checks {
-		dtExported(t, c.admin, c.name)
-		if v := dtMetric(t, c.admin, c.name, c.labels...); v < c.min {
+		edgetest.Exported(t, c.admin, c.name)
+		if v := edgetest.Metric(t, c.admin, c.name, c.labels...); v < c.min {
 			t.Errorf("%s%v = %v, want >= %v", c.name, c.labels, v, c.min)
 		}
 	}
-	if v := dtMetric(t, env.Admin, "anqi_edge_redis_breaker_state"); v != 0 {
+	if v := edgetest.Metric(t, env.Admin, "anqi_edge_redis_breaker_state"); v != 0 {
 		t.Errorf("redis_breaker_state = %v with Redis up, want 0 (closed)", v)
 	}
 

@@ -13,7 +13,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"anqi-edge/anqicms"
-	"anqi-edge/cache"
 	"anqi-edge/config"
 	"anqi-edge/metrics"
 )
@@ -25,7 +24,7 @@ import (
 type WriteHooks struct {
 	rules []hookRule
 	up    *Upstream
-	store *cache.Store
+	inv   Invalidator
 	m     *metrics.Metrics
 	log   *slog.Logger
 	// budget bounds the invalidation, which the client waits for.
@@ -38,9 +37,14 @@ type hookRule struct {
 	field        string
 }
 
+// Invalidator drops an order everywhere (cache.Tiers).
+type Invalidator interface {
+	Invalidate(ctx context.Context, order int64) (queued bool, err error)
+}
+
 // NewWriteHooks compiles the [[invalidate]] rules.
-func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, store *cache.Store, m *metrics.Metrics, log *slog.Logger) *WriteHooks {
-	w := &WriteHooks{up: up, store: store, m: m, log: log, budget: time.Second}
+func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, inv Invalidator, m *metrics.Metrics, log *slog.Logger) *WriteHooks {
+	w := &WriteHooks{up: up, inv: inv, m: m, log: log, budget: time.Second}
 	for _, r := range rules {
 		src, field := r.Source()
 		w.rules = append(w.rules, hookRule{method: []byte(r.Method), path: []byte(r.Path), source: src, field: field})
@@ -112,7 +116,7 @@ func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
 func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, order int64, path string) {
 	ictx, cancel := context.WithTimeout(context.Background(), w.budget)
 	defer cancel()
-	queued, err := w.store.Invalidate(ictx, order)
+	queued, err := w.inv.Invalidate(ictx, order)
 	w.m.Invalidations.WithLabelValues("write").Inc()
 	var sb [128]byte
 	site := anqicms.SiteHost(sb[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())

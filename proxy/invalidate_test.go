@@ -8,7 +8,6 @@ package proxy_test
 // files of package proxy_test.
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -34,8 +33,6 @@ import (
 	"anqi-edge/internal/redistest"
 	"anqi-edge/proxy"
 )
-
-const invSendPath = "/api/communication/message/send"
 
 // invDetail is what the tests look at in a detail answer.
 type invDetail struct {
@@ -117,125 +114,6 @@ func invWarm(t testing.TB, base string, id int64, token string) invDetail {
 	return invDetail{}
 }
 
-// invSend posts a message through base and returns the envelope code.
-func invSend(t testing.TB, base string, order int64, token, content string) int {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"comm_order_id": order, "content": content})
-	resp, b := edgetest.Do(t, http.MethodPost, base+invSendPath, strings.NewReader(string(body)),
-		"Content-Type: application/json", "token: "+token)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("send to order %d via %s: HTTP %d: %s", order, base, resp.StatusCode, b)
-	}
-	var env struct {
-		Code int `json:"code"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil {
-		t.Fatalf("send to order %d: answer is not JSON: %q", order, b)
-	}
-	return env.Code
-}
-
-// invPurge calls POST /admin/purge on an admin base URL.
-func invPurge(t testing.TB, admin string, id int64) {
-	t.Helper()
-	resp, b := edgetest.Do(t, http.MethodPost, admin+"/admin/purge?id="+strconv.FormatInt(id, 10), nil,
-		"Authorization: Bearer admin-secret")
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("purge %d via %s: HTTP %d: %s", id, admin, resp.StatusCode, b)
-	}
-}
-
-// invMetric sums every sample of series name (any labels) whose label text
-// contains all of labels ("op=\"get\"" style), scraped from admin/metrics.
-func invMetric(t testing.TB, admin, name string, labels ...string) float64 {
-	t.Helper()
-	resp, err := edgetest.Client.Get(admin + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape %s: %v", admin, err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-next:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		lbl := ""
-		switch {
-		case strings.HasPrefix(rest, "{"):
-			end := strings.Index(rest, "}")
-			lbl, rest = rest[1:end], rest[end+1:]
-		case strings.HasPrefix(rest, " "):
-		default:
-			continue // a longer name sharing the prefix
-		}
-		for _, l := range labels {
-			if !strings.Contains(lbl, l) {
-				continue next
-			}
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		sum += v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("scrape %s: %v", admin, err)
-	}
-	return sum
-}
-
-// invReady is the part of /readyz these tests read.
-type invReady struct {
-	Status string `json:"status"`
-	Redis  struct {
-		Breaker    string `json:"breaker"`
-		Subscribed bool   `json:"subscribed"`
-		Pending    int    `json:"pending_invalidations"`
-		Epoch      int64  `json:"epoch"`
-		Ping       string `json:"ping"`
-	} `json:"redis"`
-}
-
-func invReadyz(t testing.TB, admin string) invReady {
-	t.Helper()
-	resp, b := edgetest.Get(t, admin+"/readyz")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("readyz %s: HTTP %d: %s", admin, resp.StatusCode, b)
-	}
-	var r invReady
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatalf("readyz %s: %v: %s", admin, err, b)
-	}
-	return r
-}
-
-// invEventually polls cond every 20ms for up to 10s (a bound for a loaded
-// machine; the conditions normally hold within milliseconds).
-func invEventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 10s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// invSubscribed waits until every admin URL reports a live subscription.
-func invSubscribed(t testing.TB, admins ...string) {
-	t.Helper()
-	for _, a := range admins {
-		invEventually(t, a+" subscribed", func() bool { return invReadyz(t, a).Redis.Subscribed })
-	}
-}
-
 // invStart seeds a fake with two users of two orders each (user 1 owns
 // orders 1 and 2, user 2 owns 3 and 4) and starts one replica on redis.
 func invStart(t testing.TB, redisAddrs []string, edit func(*config.Config)) (*edgetest.Env, string, string) {
@@ -257,7 +135,7 @@ func invCluster(t *testing.T) ([]string, func(*config.Config)) {
 
 func TestInvalidate_SentMessageIsAlwaysInTheNextRead(t *testing.T) {
 	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
-	invSubscribed(t, env.Admin)
+	edgetest.Subscribed(t, env.Admin)
 	testReadYourWrites(t, env, tok, 1)
 }
 
@@ -266,7 +144,7 @@ func TestInvalidate_SentMessageIsAlwaysInTheNextRead(t *testing.T) {
 func invNoRedisErrors(t *testing.T, admins ...string) {
 	t.Helper()
 	for _, a := range admins {
-		if n := invMetric(t, a, "anqi_edge_redis_errors_total"); n != 0 {
+		if n := edgetest.Metric(t, a, "anqi_edge_redis_errors_total"); n != 0 {
 			t.Errorf("%s: anqi_edge_redis_errors_total = %v, want 0", a, n)
 		}
 	}
@@ -279,14 +157,14 @@ func TestInvalidate_ClusterKeepsReadYourWritesAndReplicasInSync(t *testing.T) {
 	addrs, edit := invCluster(t)
 	t.Run("read-your-writes", func(t *testing.T) {
 		env, tok, _ := invStart(t, addrs, edit)
-		invSubscribed(t, env.Admin)
+		edgetest.Subscribed(t, env.Admin)
 		testReadYourWrites(t, env, tok, 1)
 		invNoRedisErrors(t, env.Admin)
 	})
 	t.Run("two replicas", func(t *testing.T) {
 		env, tok, _ := invStart(t, addrs, edit)
 		_, bURL, bAdmin := env.Replica(t, edit)
-		invSubscribed(t, env.Admin, bAdmin)
+		edgetest.Subscribed(t, env.Admin, bAdmin)
 		testTwoReplicas(t, env, bURL, bAdmin, tok)
 		invNoRedisErrors(t, env.Admin, bAdmin)
 	})
@@ -298,7 +176,7 @@ func TestInvalidate_WithoutRedisWritesStillInvalidateL1(t *testing.T) {
 
 	// Purge drops the L1 entry too.
 	invWarm(t, env.URL, 2, tok)
-	invPurge(t, env.Admin, 2)
+	edgetest.Purge(t, env.Admin, 2)
 	if d := invRead(t, env.URL, 2, tok); d.xcache != "MISS" {
 		t.Fatalf("read after purge without Redis: X-Cache %s, want MISS", d.xcache)
 	}
@@ -350,7 +228,7 @@ func testReadYourWrites(t *testing.T, env *edgetest.Env, tok string, order int64
 	}
 	for i := range 100 {
 		content := fmt.Sprintf("ryw %d of %s", i, t.Name())
-		if code := invSend(t, env.URL, order, tok, content); code != 0 {
+		if code := edgetest.Send(t, env.URL, order, tok, content); code != 0 {
 			close(done)
 			wg.Wait()
 			t.Fatalf("round %d: send answered code %d", i, code)
@@ -407,12 +285,12 @@ func TestInvalidate_FillHeldAcrossAnInvalidationIsNeverStored(t *testing.T) {
 			content := "sent while a fill was in flight"
 			switch via {
 			case "message":
-				if code := invSend(t, env.URL, order, tok, content); code != 0 {
+				if code := edgetest.Send(t, env.URL, order, tok, content); code != 0 {
 					t.Fatalf("send answered code %d", code)
 				}
 			case "purge":
 				env.Fake.AppendMessage(order, fake.Message{Content: content})
-				invPurge(t, env.Admin, order)
+				edgetest.Purge(t, env.Admin, order)
 			}
 			hold.Release()
 			var r result
@@ -441,11 +319,12 @@ func TestInvalidate_FillHeldAcrossAnInvalidationIsNeverStored(t *testing.T) {
 					t.Errorf("Redis kept the stale fill under %s", k)
 				}
 			}
-			if n := invMetric(t, env.Admin, "anqi_edge_cache_fills_total", `tier="redis"`, `result="dropped_generation"`); n != 1 {
+			if n := edgetest.Metric(t, env.Admin, "anqi_edge_cache_fills_total", `tier="redis"`, `result="dropped_generation"`); n != 1 {
 				t.Errorf("redis dropped_generation fills = %v, want 1", n)
 			}
-			if n := invMetric(t, env.Admin, "anqi_edge_cache_fills_total", `tier="l1"`, `result="dropped_generation"`); n != 1 {
-				t.Errorf("l1 dropped_generation fills = %v, want 1", n)
+			// What Redis refused is not offered to L1 at all.
+			if n := edgetest.Metric(t, env.Admin, "anqi_edge_cache_fills_total", `tier="l1"`, `result="refused_by_redis"`); n != 1 {
+				t.Errorf("l1 refused_by_redis fills = %v, want 1", n)
 			}
 			d := invRead(t, env.URL, order, tok)
 			if d.xcache != "MISS" || !d.has(content) {
@@ -463,7 +342,7 @@ func TestInvalidate_FillHeldAcrossAnInvalidationIsNeverStored(t *testing.T) {
 func TestInvalidate_ReplicasSeeEachOthersChanges(t *testing.T) {
 	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
 	_, bURL, bAdmin := env.Replica(t, nil)
-	invSubscribed(t, env.Admin, bAdmin)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
 	testTwoReplicas(t, env, bURL, bAdmin, tok)
 	invNoRedisErrors(t, env.Admin, bAdmin)
 }
@@ -476,7 +355,7 @@ func testTwoReplicas(t *testing.T, env *edgetest.Env, bURL, bAdmin, tok string) 
 	for i := range 5 {
 		invWarm(t, bURL, order, tok)
 		content := fmt.Sprintf("through A, round %d", i)
-		if code := invSend(t, env.URL, order, tok, content); code != 0 {
+		if code := edgetest.Send(t, env.URL, order, tok, content); code != 0 {
 			t.Fatalf("send answered code %d", code)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -486,16 +365,16 @@ func testTwoReplicas(t *testing.T, env *edgetest.Env, bURL, bAdmin, tok string) 
 	}
 	// B's own message comes back to it over pub/sub and is ignored there:
 	// one change, one refill per replica.
-	bPubsub := invMetric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`)
-	aPubsub := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="pubsub"`)
+	bPubsub := edgetest.Metric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`)
+	aPubsub := edgetest.Metric(t, env.Admin, "anqi_edge_invalidations_total", `source="pubsub"`)
 	invWarm(t, bURL, order, tok)
-	if code := invSend(t, bURL, order, tok, "through B"); code != 0 {
+	if code := edgetest.Send(t, bURL, order, tok, "through B"); code != 0 {
 		t.Fatalf("send answered code %d", code)
 	}
-	invEventually(t, "A hears B's invalidation", func() bool {
-		return invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="pubsub"`) > aPubsub
+	edgetest.Eventually(t, "A hears B's invalidation", func() bool {
+		return edgetest.Metric(t, env.Admin, "anqi_edge_invalidations_total", `source="pubsub"`) > aPubsub
 	})
-	if n := invMetric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`); n != bPubsub {
+	if n := edgetest.Metric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`); n != bPubsub {
 		t.Errorf("B applied its own pub/sub message: pubsub invalidations %v -> %v", bPubsub, n)
 	}
 	if d := invRead(t, bURL, order, tok); d.xcache != "MISS" || !d.has("through B") {
@@ -507,7 +386,7 @@ func testTwoReplicas(t *testing.T, env *edgetest.Env, bURL, bAdmin, tok string) 
 
 	// A purge on B drops A's L1 copy.
 	old := invWarm(t, env.URL, order, tok)
-	invPurge(t, bAdmin, order)
+	edgetest.Purge(t, bAdmin, order)
 	time.Sleep(100 * time.Millisecond)
 	if d := invRead(t, env.URL, order, tok); d.xcache == "HIT" {
 		t.Fatalf("A's read 100ms after a purge on B is still a HIT (of %d messages)", len(old.messages))
@@ -519,20 +398,20 @@ func testTwoReplicas(t *testing.T, env *edgetest.Env, bURL, bAdmin, tok string) 
 func TestInvalidate_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
 	srv := redistest.Start(t)
 	env, tok, _ := invStart(t, []string{srv.Addr()}, nil)
-	invSubscribed(t, env.Admin)
-	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
+	edgetest.Subscribed(t, env.Admin)
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
 		t.Fatalf("anqi_edge_pubsub_up = %v while subscribed, want 1", n)
 	}
 	const order = 2
 	invWarm(t, env.URL, order, tok)
-	clears := invMetric(t, env.Admin, "anqi_edge_l1_clears_total")
+	clears := edgetest.Metric(t, env.Admin, "anqi_edge_l1_clears_total")
 
 	srv.Kill()
-	invEventually(t, "readyz to report the subscription down", func() bool {
-		r := invReadyz(t, env.Admin)
+	edgetest.Eventually(t, "readyz to report the subscription down", func() bool {
+		r := edgetest.Readyz(t, env.Admin)
 		return !r.Redis.Subscribed && r.Redis.Ping != "ok"
 	})
-	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 0 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_pubsub_up"); n != 0 {
 		t.Fatalf("anqi_edge_pubsub_up = %v with Redis down, want 0", n)
 	}
 	// A change nobody tells this replica about (the admin panel; any
@@ -540,11 +419,11 @@ func TestInvalidate_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
 	env.Fake.AppendMessage(order, fake.Message{Content: "missed while unsubscribed"})
 
 	srv.Restart(t)
-	invSubscribed(t, env.Admin)
-	if n := invMetric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
+	edgetest.Subscribed(t, env.Admin)
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_pubsub_up"); n != 1 {
 		t.Fatalf("anqi_edge_pubsub_up = %v after reconnect, want 1", n)
 	}
-	if n := invMetric(t, env.Admin, "anqi_edge_l1_clears_total"); n <= clears {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_l1_clears_total"); n <= clears {
 		t.Fatalf("anqi_edge_l1_clears_total stayed at %v after the subscription came back", n)
 	}
 	d := invRead(t, env.URL, order, tok)
@@ -587,34 +466,34 @@ func TestInvalidate_MessageSentWhileRedisIsDownIsNotLost(t *testing.T) {
 				})
 				down, up = func() { gate.SetDown(true) }, func() { gate.SetDown(false) }
 			}
-			invSubscribed(t, env.Admin, bAdmin)
+			edgetest.Subscribed(t, env.Admin, bAdmin)
 			const order = 1
 			invWarm(t, env.URL, order, tok)
 			invWarm(t, bURL, order, tok) // B has it in L1, and it is in Redis
 
 			down()
 			content := "sent while Redis was down"
-			if code := invSend(t, env.URL, order, tok, content); code != 0 {
+			if code := edgetest.Send(t, env.URL, order, tok, content); code != 0 {
 				t.Fatalf("send with Redis down answered code %d", code)
 			}
 			if d := invRead(t, env.URL, order, tok); !d.has(content) {
 				t.Fatalf("the sender's replica does not show its own write with Redis down (X-Cache %s)", d.xcache)
 			}
-			if r := invReadyz(t, env.Admin); r.Redis.Pending != 1 {
+			if r := edgetest.Readyz(t, env.Admin); r.Redis.Pending != 1 {
 				t.Errorf("pending invalidations with Redis down = %d, want 1", r.Redis.Pending)
 			}
 
 			up()
-			invEventually(t, "A to apply its queued invalidation", func() bool {
-				r := invReadyz(t, env.Admin)
+			edgetest.Eventually(t, "A to apply its queued invalidation", func() bool {
+				r := edgetest.Readyz(t, env.Admin)
 				return r.Redis.Pending == 0 && r.Redis.Subscribed
 			})
-			invSubscribed(t, bAdmin)
+			edgetest.Subscribed(t, bAdmin)
 			if mode == "partitioned" {
 				// B was connected throughout; it hears of the change from A's
 				// drain, asynchronously.
-				invEventually(t, "B to hear A's drained invalidation", func() bool {
-					return invMetric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`) >= 1
+				edgetest.Eventually(t, "B to hear A's drained invalidation", func() bool {
+					return edgetest.Metric(t, bAdmin, "anqi_edge_invalidations_total", `source="pubsub"`) >= 1
 				})
 			}
 			for _, u := range []string{env.URL, bURL} {
@@ -642,7 +521,7 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 		c.Redis.Addrs = []string{addr}
 		c.Redis.KeyPrefix, c.Redis.Channel = prefix, channel
 	})
-	invSubscribed(t, env.Admin, bAdmin)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
 	tokens := map[int64]string{1: tok, 2: tok, 3: tok2, 4: tok2}
 	for o := int64(1); o <= 4; o++ {
 		invWarm(t, env.URL, o, tokens[o])
@@ -652,7 +531,7 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 	gate.SetDown(true)
 	for o := int64(1); o <= 3; o++ {
 		env.Fake.AppendMessage(o, fake.Message{Content: "changed during the outage"})
-		invPurge(t, env.Admin, o)
+		edgetest.Purge(t, env.Admin, o)
 		if d := invRead(t, env.URL, o, tokens[o]); !d.has("changed during the outage") {
 			t.Fatalf("order %d: A does not show the change right after its own purge (X-Cache %s)", o, d.xcache)
 		}
@@ -662,14 +541,14 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 	env.Fake.AppendMessage(4, fake.Message{Content: "changed during the outage"})
 
 	gate.SetDown(false)
-	invEventually(t, "A to bump the epoch and read Redis again", func() bool {
-		r := invReadyz(t, env.Admin)
+	edgetest.Eventually(t, "A to bump the epoch and read Redis again", func() bool {
+		r := edgetest.Readyz(t, env.Admin)
 		return r.Redis.Epoch >= 1 && r.Redis.Pending == 0 && r.Redis.Subscribed
 	})
-	invEventually(t, "B to move to the new epoch", func() bool {
-		return invMetric(t, bAdmin, "anqi_edge_redis_key_epoch") >= 1
+	edgetest.Eventually(t, "B to move to the new epoch", func() bool {
+		return edgetest.Metric(t, bAdmin, "anqi_edge_redis_key_epoch") >= 1
 	})
-	epoch := invMetric(t, env.Admin, "anqi_edge_redis_key_epoch")
+	epoch := edgetest.Metric(t, env.Admin, "anqi_edge_redis_key_epoch")
 	if epoch < 1 {
 		t.Fatalf("anqi_edge_redis_key_epoch on A = %v, want >= 1", epoch)
 	}
@@ -694,26 +573,26 @@ func TestInvalidate_QueueOverflowAcrossARedisRestartBumpsTheEpoch(t *testing.T) 
 	srv := redistest.Start(t)
 	env, tok, tok2 := invStart(t, []string{srv.Addr()}, func(c *config.Config) { c.Redis.InvalidationQueue = 2 })
 	_, bURL, bAdmin := env.Replica(t, nil)
-	invSubscribed(t, env.Admin, bAdmin)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
 	tokens := map[int64]string{1: tok, 2: tok, 3: tok2}
 	for o := int64(1); o <= 3; o++ {
 		invWarm(t, bURL, o, tokens[o])
 	}
 	srv.Kill()
 	for o := int64(1); o <= 3; o++ {
-		if code := invSend(t, env.URL, o, tokens[o], "sent during the outage"); code != 0 {
+		if code := edgetest.Send(t, env.URL, o, tokens[o], "sent during the outage"); code != 0 {
 			t.Fatalf("order %d: send with Redis down answered code %d", o, code)
 		}
 	}
 	srv.Restart(t)
-	invEventually(t, "A to bump the epoch", func() bool {
-		r := invReadyz(t, env.Admin)
+	edgetest.Eventually(t, "A to bump the epoch", func() bool {
+		r := edgetest.Readyz(t, env.Admin)
 		return r.Redis.Epoch >= 1 && r.Redis.Pending == 0
 	})
-	if n := invMetric(t, env.Admin, "anqi_edge_redis_key_epoch"); n < 1 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_redis_key_epoch"); n < 1 {
 		t.Fatalf("anqi_edge_redis_key_epoch = %v, want >= 1", n)
 	}
-	invSubscribed(t, bAdmin)
+	edgetest.Subscribed(t, bAdmin)
 	for _, u := range []string{env.URL, bURL} {
 		for o := int64(1); o <= 3; o++ {
 			if d := invRead(t, u, o, tokens[o]); !d.has("sent during the outage") {
@@ -769,7 +648,7 @@ func TestInvalidate_EveryBuiltInWriteInvalidatesItsOrder(t *testing.T) {
 	if d := invRead(t, env.URL, 2, tok); title(d) != "renamed/3" {
 		t.Fatalf("read after accept (X-Cache %s): %s, want status 3", d.xcache, title(d))
 	}
-	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 2 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 2 {
 		t.Errorf("write invalidations = %v, want 2", n)
 	}
 }
@@ -809,7 +688,7 @@ func TestInvalidate_CompressedWriteAnswerStillInvalidates(t *testing.T) {
 	gz := invGzipUpstream(t, env.FakeURL)
 	_, edge, _ := env.Replica(t, func(c *config.Config) { c.Upstream.URL = gz })
 	invWarm(t, edge, 1, tok)
-	resp, b := edgetest.Do(t, http.MethodPost, edge+invSendPath,
+	resp, b := edgetest.Do(t, http.MethodPost, edge+edgetest.SendPath,
 		strings.NewReader(`{"comm_order_id":1,"content":"sent by a browser"}`),
 		"Content-Type: application/json", "Accept-Encoding: gzip, deflate, br", "token: "+tok)
 	if resp.Header.Get("Content-Encoding") != "gzip" {
@@ -835,10 +714,10 @@ func TestInvalidate_WriteThatTimesOutStillInvalidates(t *testing.T) {
 		c.Upstream.Timeout = config.Duration{Duration: 300 * time.Millisecond}
 	})
 	invWarm(t, env.URL, 1, tok)
-	env.Fake.SetLatency(invSendPath, 2*time.Second)
-	resp, b := edgetest.Do(t, http.MethodPost, env.URL+invSendPath,
+	env.Fake.SetLatency(edgetest.SendPath, 2*time.Second)
+	resp, b := edgetest.Do(t, http.MethodPost, env.URL+edgetest.SendPath,
 		strings.NewReader(`{"comm_order_id":1,"content":"stored, answered late"}`), "Content-Type: application/json", "token: "+tok)
-	env.Fake.SetLatency(invSendPath, 0)
+	env.Fake.SetLatency(edgetest.SendPath, 0)
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("late write answer: HTTP %d %s, want 504", resp.StatusCode, b)
 	}
@@ -850,12 +729,12 @@ func TestInvalidate_WriteThatTimesOutStillInvalidates(t *testing.T) {
 func TestInvalidate_ConfiguredFormAndQueryRulesInvalidate(t *testing.T) {
 	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
 		c.Invalidate = []config.InvalidateRule{
-			{Method: "POST", Path: invSendPath, ID: "form:comm_order_id"},
+			{Method: "POST", Path: edgetest.SendPath, ID: "form:comm_order_id"},
 			{Method: "POST", Path: "/api/communication/order/update", ID: "query:id"},
 		}
 	})
 	invWarm(t, env.URL, 1, tok)
-	if st, code := invPost(t, env.URL+invSendPath, "application/x-www-form-urlencoded",
+	if st, code := invPost(t, env.URL+edgetest.SendPath, "application/x-www-form-urlencoded",
 		"comm_order_id=1&content=via+a+form", tok); st != 200 || code != 0 {
 		t.Fatalf("form send: HTTP %d code %d", st, code)
 	}
@@ -873,7 +752,7 @@ func TestInvalidate_ConfiguredFormAndQueryRulesInvalidate(t *testing.T) {
 	// The built-in JSON rule is replaced, not added to: a JSON send is
 	// forwarded but cannot be read by the form rule.
 	invWarm(t, env.URL, 1, tok)
-	if code := invSend(t, env.URL, 1, tok, "json, unseen by the form rule"); code != 0 {
+	if code := edgetest.Send(t, env.URL, 1, tok, "json, unseen by the form rule"); code != 0 {
 		t.Fatalf("json send: code %d", code)
 	}
 	if d := invRead(t, env.URL, 1, tok); d.xcache != "HIT" {
@@ -894,19 +773,19 @@ func TestInvalidate_FailedWritesLeaveTheEntry(t *testing.T) {
 	warm()
 
 	// Someone else's order: AnqiCMS answers 1002 on HTTP 200.
-	if code := invSend(t, env.URL, order, tok1, "not mine"); code != 1002 {
+	if code := edgetest.Send(t, env.URL, order, tok1, "not mine"); code != 1002 {
 		t.Fatalf("send to another user's order: code %d, want 1002", code)
 	}
 	survives("a 1002 answer")
 
 	// An order that does not exist.
-	if code := invSend(t, env.URL, 99999, tok2, "nowhere"); code == 0 {
+	if code := edgetest.Send(t, env.URL, 99999, tok2, "nowhere"); code == 0 {
 		t.Fatal("send to a missing order answered code 0")
 	}
 
 	// AnqiCMS fails with a 5xx.
-	env.Fake.FailNext(invSendPath, http.StatusInternalServerError, `{"code":-1,"msg":"db down"}`)
-	resp, b := edgetest.Do(t, http.MethodPost, env.URL+invSendPath,
+	env.Fake.FailNext(edgetest.SendPath, http.StatusInternalServerError, `{"code":-1,"msg":"db down"}`)
+	resp, b := edgetest.Do(t, http.MethodPost, env.URL+edgetest.SendPath,
 		strings.NewReader(`{"comm_order_id":3,"content":"during a 500"}`), "Content-Type: application/json", "token: "+tok2)
 	if resp.StatusCode != http.StatusInternalServerError {
 		t.Fatalf("a 5xx write came back as HTTP %d %s", resp.StatusCode, b)
@@ -915,32 +794,32 @@ func TestInvalidate_FailedWritesLeaveTheEntry(t *testing.T) {
 
 	// A 200 that is code 0 but not JSON-enveloped in the usual way does not
 	// count either: only HTTP 200 + code 0.
-	env.Fake.FailNext(invSendPath, http.StatusOK, `not json at all`)
-	if st, code := invPost(t, env.URL+invSendPath, "application/json", `{"comm_order_id":3,"content":"x"}`, tok2); st != 200 || code != -2 {
+	env.Fake.FailNext(edgetest.SendPath, http.StatusOK, `not json at all`)
+	if st, code := invPost(t, env.URL+edgetest.SendPath, "application/json", `{"comm_order_id":3,"content":"x"}`, tok2); st != 200 || code != -2 {
 		t.Fatalf("non-JSON answer: HTTP %d code %d", st, code)
 	}
 	survives("a non-JSON answer")
 
-	if n := invMetric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 0 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_invalidations_total", `source="write"`); n != 0 {
 		t.Errorf("failed writes invalidated %v times", n)
 	}
 
 	// A body the rule cannot read is forwarded anyway, and counted.
-	before := env.Fake.Calls(invSendPath)
-	st, code := invPost(t, env.URL+invSendPath, "application/json", `comm_order_id=3 (not json)`, tok2)
+	before := env.Fake.Calls(edgetest.SendPath)
+	st, code := invPost(t, env.URL+edgetest.SendPath, "application/json", `comm_order_id=3 (not json)`, tok2)
 	if st != 200 || code != -1 {
 		t.Fatalf("unparsable write: HTTP %d code %d, want AnqiCMS's own -1 answer", st, code)
 	}
-	if env.Fake.Calls(invSendPath) != before+1 {
+	if env.Fake.Calls(edgetest.SendPath) != before+1 {
 		t.Fatal("the unparsable write was not forwarded to AnqiCMS")
 	}
-	if n := invMetric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != 1 {
+	if n := edgetest.Metric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != 1 {
 		t.Errorf("anqi_edge_write_hook_errors_total = %v, want 1", n)
 	}
 	// JSON without the id field, or with a bad one: forwarded and counted.
 	for i, body := range []string{`{"content":"no id"}`, `{"comm_order_id":0,"content":"x"}`, `{"comm_order_id":"abc","content":"x"}`} {
-		invPost(t, env.URL+invSendPath, "application/json", body, tok2)
-		if n := invMetric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != float64(2+i) {
+		invPost(t, env.URL+edgetest.SendPath, "application/json", body, tok2)
+		if n := edgetest.Metric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != float64(2+i) {
 			t.Errorf("%s: anqi_edge_write_hook_errors_total = %v, want %d", body, n, 2+i)
 		}
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -10,17 +11,28 @@ import (
 	"anqi-edge/metrics"
 )
 
-// PassThrough forwards a request to AnqiCMS unchanged and streams the
-// answer back unchanged (Set-Cookie and Update-Token included). It knows
+// PassThrough forwards a request to AnqiCMS and streams the answer back:
+// method, path, query, body and headers as they came, minus hop-by-hop
+// headers, plus X-Forwarded-For, X-Forwarded-Proto and X-Real-IP; the answer
+// comes back with its own headers (Set-Cookie and Update-Token included)
+// minus hop-by-hop ones. It knows
 // nothing about caching; the detail handler uses it for requests it must
 // not cache.
 type PassThrough struct {
-	up *Upstream
-	m  *metrics.Metrics // nil: no upstream metrics
+	up  *Upstream
+	m   *metrics.Metrics
+	log *slog.Logger
+	// logged rate-limits the warning for failed calls.
+	logged logLimiter
 	// maxBody is server.max_request_body. Bodies with a declared length are
 	// refused before routing (Server.handle); chunked ones are cut off here
 	// as they stream.
 	maxBody int64
+}
+
+// NewPassThrough forwards to up; maxBody is server.max_request_body.
+func NewPassThrough(up *Upstream, maxBody int64, m *metrics.Metrics, log *slog.Logger) *PassThrough {
+	return &PassThrough{up: up, maxBody: maxBody, m: m, log: log}
 }
 
 // Serve forwards ctx's request.
@@ -45,19 +57,22 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 
 	resp := fasthttp.AcquireResponse()
 	start := time.Now()
-	err := p.up.streaming.DoDeadline(req, resp, deadline(p.up.timeout))
-	if p.m != nil {
-		observe(p.m, metrics.RoutePassThrough, start, err)
-	}
+	err := p.up.doStream(req, resp)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		if errors.Is(err, errBodyTooLarge) {
+			// The client's fault, not AnqiCMS's.
 			writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 			return err
+		}
+		observe(p.m, metrics.RoutePassThrough, start, err)
+		if p.logged.allow(time.Second) {
+			p.log.Warn("upstream call failed", "method", string(ctx.Method()), "path", string(ctx.Path()), "err", err)
 		}
 		writeUpstreamFailure(ctx, err)
 		return err
 	}
+	observe(p.m, metrics.RoutePassThrough, start, nil)
 	resp.Header.CopyTo(&ctx.Response.Header)
 	stripHop(&ctx.Response.Header)
 	if ctx.IsHead() {
@@ -100,4 +115,19 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 		return 0, errBodyTooLarge
 	}
 	return n, err
+}
+
+// streamedBody hands an upstream body to the client as it arrives and
+// returns the upstream response to its pool once fasthttp has written it.
+type streamedBody struct {
+	resp *fasthttp.Response
+	r    io.Reader
+}
+
+func (s *streamedBody) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+func (s *streamedBody) Close() error {
+	err := s.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(s.resp)
+	return err
 }

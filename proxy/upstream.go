@@ -6,33 +6,28 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"anqi-edge/anqicms"
 	"anqi-edge/config"
+	"anqi-edge/internal/peer"
 )
 
-// hopHeaders are meaningful only for one connection and never forwarded in
-// either direction (RFC 9110 §7.6.1), plus the legacy Proxy-Connection.
-var hopHeaders = []string{
-	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-}
-
-// Upstream is the connection pool to AnqiCMS. It has two clients over the
-// same address: one that buffers whole answers (the cached detail path must
-// see the body before deciding to store it; write hooks must see the code
-// before answering) and one that streams (everything else, so large
-// downloads do not sit in memory).
+// Upstream is the connection pool to AnqiCMS. It has three clients over the
+// same address: one that buffers whole answers (write hooks must see the
+// code before answering), one that buffers at most upstream.max_body (the
+// detail read: a bigger answer is never stored, so it is streamed instead
+// of held), and one that streams (everything else, so large downloads do not
+// sit in memory).
 type Upstream struct {
-	buffered *fasthttp.HostClient
-	// detail buffers too, but reads at most upstream.max_body: a bigger
-	// answer is never stored, so it is streamed through instead of held.
+	buffered  *fasthttp.HostClient
 	detail    *fasthttp.HostClient
 	streaming *fasthttp.HostClient
+	addr      string
 	https     bool
 	timeout   time.Duration
 }
@@ -43,6 +38,13 @@ func NewUpstream(cfg config.Upstream) (*Upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream.url %q: %w", cfg.URL, err)
 	}
+	if u.Path != "" && u.Path != "/" {
+		// AnqiCMS routes from the root of its host; a prefix would have to
+		// be added to every forwarded path and stripped from every
+		// redirect, and would still break its absolute links.
+		return nil, fmt.Errorf("upstream.url %q: a path (%q) is not supported: AnqiCMS serves from the root of its host; set upstream.url to %s://%s",
+			cfg.URL, u.Path, u.Scheme, u.Host)
+	}
 	addr := u.Host
 	https := u.Scheme == "https"
 	if u.Port() == "" {
@@ -52,39 +54,106 @@ func NewUpstream(cfg config.Upstream) (*Upstream, error) {
 			addr = net.JoinHostPort(u.Hostname(), "80")
 		}
 	}
-	mk := func(stream bool) *fasthttp.HostClient {
-		return &fasthttp.HostClient{
-			Addr:                          addr,
-			IsTLS:                         https,
-			MaxConns:                      cfg.MaxConns,
-			MaxIdleConnDuration:           cfg.MaxIdle.Duration,
-			ReadTimeout:                   cfg.Timeout.Duration,
-			WriteTimeout:                  cfg.Timeout.Duration,
-			MaxConnWaitTimeout:            cfg.Timeout.Duration,
-			StreamResponseBody:            stream,
-			NoDefaultUserAgentHeader:      true,
-			DisableHeaderNamesNormalizing: false,
-			DisablePathNormalizing:        true,
-			RetryIfErr:                    retryIdempotentOnly,
-		}
-	}
-	up := &Upstream{buffered: mk(false), streaming: mk(true), detail: mk(false), https: https, timeout: cfg.Timeout.Duration}
-	up.detail.MaxResponseBodySize = int(cfg.MaxBody)
+	up := &Upstream{addr: addr, https: https, timeout: cfg.Timeout.Duration}
 	dialTimeout := cfg.DialTimeout.Duration
-	dial := func(a string) (net.Conn, error) { return fasthttp.DialTimeout(a, dialTimeout) }
-	up.buffered.Dial, up.streaming.Dial, up.detail.Dial = dial, dial, dial
+	mk := func(stream bool) *fasthttp.HostClient {
+		hc := &fasthttp.HostClient{
+			Addr:                     addr,
+			IsTLS:                    https,
+			MaxConns:                 cfg.MaxConns,
+			MaxIdleConnDuration:      cfg.MaxIdle.Duration,
+			ReadTimeout:              cfg.Timeout.Duration,
+			WriteTimeout:             cfg.Timeout.Duration,
+			MaxConnWaitTimeout:       cfg.Timeout.Duration,
+			StreamResponseBody:       stream,
+			NoDefaultUserAgentHeader: true,
+			DisablePathNormalizing:   true,
+			Dial: func(a string) (net.Conn, error) {
+				c, err := fasthttp.DialTimeout(a, dialTimeout)
+				if err != nil {
+					return nil, err
+				}
+				return &pooledConn{Conn: c}, nil
+			},
+		}
+		hc.RetryIfErr = retryOnDeadConn(hc)
+		return hc
+	}
+	up.buffered, up.detail, up.streaming = mk(false), mk(false), mk(true)
+	up.detail.MaxResponseBodySize = int(cfg.MaxBody)
 	return up, nil
 }
 
-// retryIdempotentOnly lets fasthttp retry a request on a pooled connection
-// that the upstream had already closed, but only when resending cannot
-// repeat a side effect (and never with a streamed body, which is consumed).
-func retryIdempotentOnly(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-	if attempts > 1 || req.IsBodyStream() {
+// errPeerClosed: the pooled connection's peer had already closed it when a
+// request was about to be written, so no byte of the request reached
+// AnqiCMS.
+var errPeerClosed = errors.New("AnqiCMS had closed this pooled connection before the request was sent")
+
+// pooledConn checks, before the first write of each request, that AnqiCMS
+// has not closed the connection while it sat idle in the pool (AnqiCMS was
+// restarted, or dropped it after its own idle timeout). fasthttp hands out
+// idle connections without looking; writing into one whose peer is gone
+// succeeds locally and only the read fails, and by then nobody can tell
+// whether AnqiCMS saw the request. Looking first makes that case provable,
+// so even a write can be retried on a fresh connection.
+type pooledConn struct {
+	net.Conn
+	// writing is true between a request's first write and the next read.
+	// Only fasthttp's one goroutine per request uses the connection.
+	writing bool
+}
+
+func (c *pooledConn) Write(p []byte) (int, error) {
+	if !c.writing {
+		c.writing = true
+		if peer.Closed(c.Conn) {
+			return 0, errPeerClosed
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *pooledConn) Read(p []byte) (int, error) {
+	c.writing = false
+	return c.Conn.Read(p)
+}
+
+// retryOnDeadConn decides fasthttp's retries (RetryIfErr's results are
+// (resetTimeout, retry)). A request is resent on a fresh connection when it
+// provably never reached AnqiCMS (errPeerClosed: any method), or, for a
+// read (GET, HEAD, OPTIONS), when the connection died before the first
+// answer byte. Either way the rest of the idle pool is dropped: after
+// AnqiCMS restarts, every connection in it is dead, and each would
+// otherwise cost one client one failed request. Streamed bodies are never
+// resent (fasthttp does not retry them: they are consumed).
+func retryOnDeadConn(hc *fasthttp.HostClient) fasthttp.RetryIfErrFunc {
+	return func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
+		if attempts > 3 {
+			return false, false
+		}
+		if errors.Is(err, errPeerClosed) {
+			hc.CloseIdleConnections()
+			return false, true
+		}
+		idempotent := req.Header.IsGet() || req.Header.IsHead() || req.Header.IsOptions()
+		if idempotent && deadConn(err) {
+			hc.CloseIdleConnections()
+			return false, true
+		}
 		return false, false
 	}
-	return req.Header.IsGet() || req.Header.IsHead() || req.Header.IsOptions(), false
 }
+
+// deadConn reports whether err is a connection that broke before answering
+// (closed or reset), not a timeout or a protocol error.
+func deadConn(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// Addr is AnqiCMS's host:port.
+func (u *Upstream) Addr() string { return u.addr }
 
 // prepare turns the client's request into the upstream request: same
 // method, URI, headers and Host, minus hop-by-hop headers, plus the
@@ -127,36 +196,31 @@ func appendRemoteIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 	return append(dst, s...)
 }
 
-// headers is what request and response headers share for stripHop.
-type headers interface {
-	Peek(key string) []byte
-	Del(key string)
-}
-
-// stripHop removes hop-by-hop headers, including those the Connection
-// header names, from a request or response header.
-func stripHop(h headers) {
-	if c := h.Peek("Connection"); len(c) > 0 {
-		for _, name := range strings.Split(string(c), ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-}
-
 // doBuffered sends req and reads the whole answer into resp.
 func (u *Upstream) doBuffered(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return u.buffered.DoDeadline(req, resp, time.Now().Add(u.timeout))
+	return explain(u.buffered.DoDeadline(req, resp, time.Now().Add(u.timeout)))
 }
 
 // doDetail is doBuffered for detail reads, failing with
 // fasthttp.ErrBodyTooLarge past upstream.max_body.
 func (u *Upstream) doDetail(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return u.detail.DoDeadline(req, resp, time.Now().Add(u.timeout))
+	return explain(u.detail.DoDeadline(req, resp, time.Now().Add(u.timeout)))
+}
+
+// doStream sends req and leaves the answer's body to be streamed.
+func (u *Upstream) doStream(req *fasthttp.Request, resp *fasthttp.Response) error {
+	return explain(u.streaming.DoDeadline(req, resp, time.Now().Add(u.timeout)))
+}
+
+var errClosedEarly = errors.New("AnqiCMS closed the connection before answering")
+
+// explain replaces fasthttp's advice to its own users ("make sure the
+// server returns 'connection: close'") with what happened, for the logs.
+func explain(err error) error {
+	if errors.Is(err, fasthttp.ErrConnectionClosed) {
+		return errClosedEarly
+	}
+	return err
 }
 
 // failure classifies an upstream error the way DESIGN §6 answers it.
@@ -184,19 +248,12 @@ func writeEnvelope(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.SetBody(body)
 }
 
-// streamedBody hands an upstream body to the client as it arrives and
-// returns the upstream response to its pool once fasthttp has written it.
-type streamedBody struct {
-	resp *fasthttp.Response
-	r    io.Reader
+// logLimiter lets one log line through per interval, so an AnqiCMS outage
+// under load logs its failures, not one line per request.
+type logLimiter struct{ next atomic.Int64 }
+
+func (l *logLimiter) allow(every time.Duration) bool {
+	now := time.Now().UnixNano()
+	n := l.next.Load()
+	return now >= n && l.next.CompareAndSwap(n, now+int64(every))
 }
-
-func (s *streamedBody) Read(p []byte) (int, error) { return s.r.Read(p) }
-
-func (s *streamedBody) Close() error {
-	err := s.resp.CloseBodyStream()
-	fasthttp.ReleaseResponse(s.resp)
-	return err
-}
-
-func deadline(d time.Duration) time.Time { return time.Now().Add(d) }

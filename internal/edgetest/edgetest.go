@@ -19,6 +19,7 @@ import (
 	"anqi-edge/config"
 	"anqi-edge/internal/redistest"
 	"anqi-edge/proxy"
+	"anqi-edge/replica"
 )
 
 // Secret is the TokenSecret of the fake AnqiCMS.
@@ -45,7 +46,7 @@ type Options struct {
 type Env struct {
 	Fake    *fake.Server
 	FakeURL string
-	Edge    *proxy.Server
+	Edge    *replica.Replica
 	URL     string // http://127.0.0.1:PORT of the public listener
 	Admin   string // http://127.0.0.1:PORT of the admin listener
 	Config  *config.Config
@@ -102,7 +103,7 @@ func fakeURL(t testing.TB, f *fake.Server) string {
 // Replica starts another anqi-edge on the same fake and the same Redis key
 // space (a second replica of the same deployment). It returns its public
 // and admin base URLs.
-func (e *Env) Replica(t testing.TB, edit func(*config.Config)) (srv *proxy.Server, url, admin string) {
+func (e *Env) Replica(t testing.TB, edit func(*config.Config)) (srv *replica.Replica, url, admin string) {
 	t.Helper()
 	srv, _ = e.replica(t, edit)
 	return srv, "http://" + srv.Addr(), "http://" + srv.AdminAddr()
@@ -125,7 +126,7 @@ func Config(upstream string, redisAddrs []string, verify bool) *config.Config {
 	return c
 }
 
-func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*proxy.Server, *config.Config) {
+func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*replica.Replica, *config.Config) {
 	t.Helper()
 	fakeURLsMu.Lock()
 	fakeURLs[e.Fake] = e.FakeURL
@@ -146,7 +147,7 @@ func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*proxy.Server, *
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(logWriter(), &slog.HandlerOptions{Level: level}))
-	srv, err := proxy.New(c, log)
+	srv, err := replica.New(c, log)
 	if err != nil {
 		t.Fatalf("anqi-edge: %v", err)
 	}

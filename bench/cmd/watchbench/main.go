@@ -5,7 +5,7 @@
 // long each message took from its send to each client seeing it.
 //
 // Everything runs in this process on 127.0.0.1: the fake AnqiCMS (with a
-// latency on the detail path), one anqi-edge replica (proxy.New, the same
+// latency on the detail path), one anqi-edge replica (replica.New, the same
 // code as the binary) and the clients; a private redis-server is started
 // when one is on PATH (-redis auto). It is run by hand, not by `go test`:
 //
@@ -41,6 +41,8 @@ import (
 	"anqi-edge/anqicms/fake"
 	"anqi-edge/config"
 	"anqi-edge/proxy"
+	"anqi-edge/replica"
+	"anqi-edge/watch"
 )
 
 const secret = "watchbench-secret"
@@ -109,7 +111,7 @@ func run(ctx context.Context, o options) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	srv, err := proxy.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	srv, err := replica.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}
@@ -285,7 +287,7 @@ func watcher(ctx context.Context, c *http.Client, base, token string, order int6
 	answer func([]string), notModified, failed func()) {
 	etag := ""
 	for ctx.Err() == nil {
-		u := base + proxy.WatchPath + "?id=" + strconv.FormatInt(order, 10)
+		u := base + watch.WatchPath + "?id=" + strconv.FormatInt(order, 10)
 		if etag != "" {
 			u += "&etag=" + strings.Trim(etag, `"`)
 		}

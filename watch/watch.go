@@ -1,9 +1,15 @@
-package proxy
+// Package watch lets a client wait for an order's next change instead of
+// polling its detail: long-poll and Server-Sent Events. It learns of every
+// change the cache tiers hear of (write hooks, purge, the database change
+// stream, other replicas) the instant it happens, and reads the order
+// through the same detail path and flights as everyone else, so a watcher
+// sees exactly what the detail endpoint would show it and one change costs
+// one upstream call per identity, however many of its clients watch.
+package watch
 
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"log/slog"
 	"time"
 
@@ -11,39 +17,82 @@ import (
 
 	"anqi-edge/anqicms"
 	"anqi-edge/cache"
+	"anqi-edge/internal/peer"
 	"anqi-edge/metrics"
 )
 
-// Watch endpoints: push instead of poll. anqi-edge learns of every change
-// it can see the instant it happens (write hooks, purge, pub/sub from other
-// replicas), so a client can wait for the next change instead of asking
-// again and again.
+// The watch endpoints.
 const (
 	WatchPath  = "/api/communication/order/watch"
 	EventsPath = "/api/communication/order/events"
 )
 
-// WatchOptions are the watch.* settings.
-type WatchOptions struct {
-	MaxWait   time.Duration // long-poll: answer 304 after this long without a change
-	Heartbeat time.Duration // SSE: comment line this often; also how fast a gone client is noticed
-	// TTL re-checks an SSE watcher's order this often even without a
-	// change signal, so changes anqi-edge cannot see (the admin panel)
-	// still arrive within cache.ttl.
-	TTL time.Duration
+// Subject is a watch request read as the detail read it stands for.
+type Subject struct {
+	Key cache.Key
+	// Owner is who the watcher counts against watch.max_per_identity.
+	Owner [32]byte
+	// Renew is when the token enters its renewal window (zero: never):
+	// past it the detail path no longer serves this identity from the
+	// cache, so a stream must end by then.
+	Renew time.Time
+	// Caller reaches the origin for the watcher long after its request
+	// ended (it owns a copy of the request).
+	Caller cache.Caller
 }
 
-// Watch serves long-poll and Server-Sent-Events watchers of an order. Every
-// answer goes through the detail path (same key, same identity rules, same
-// singleflight), so a watcher sees exactly what the detail endpoint would
-// show it, and one change costs one upstream call however many watch.
+// Orders is the detail path as a watcher needs it.
+type Orders interface {
+	// Admit reads a watch request as the detail read it stands for. When
+	// that read may not use the cache it answers ctx as the detail
+	// endpoint would and reports false.
+	Admit(ctx *fasthttp.RequestCtx) (Subject, bool)
+	// Current is the order's answer for s as the detail endpoint would
+	// give it now.
+	Current(s Subject) (cache.Result, error)
+	// Write and Fail answer ctx as the detail endpoint would.
+	Write(ctx *fasthttp.RequestCtx, r cache.Result)
+	Fail(ctx *fasthttp.RequestCtx, err error)
+	// Body is the body r is answered with.
+	Body(r cache.Result) []byte
+}
+
+// Options are the watch.* settings.
+type Options struct {
+	MaxWait   time.Duration // long-poll: answer 304 after this long without a change
+	Heartbeat time.Duration // SSE: comment line this often; also how fast a gone client is noticed
+	// Recheck re-reads an SSE watcher's order this often even without a
+	// change signal (cache.ttl), so a change no source reported still
+	// arrives within it.
+	Recheck        time.Duration
+	MaxWatchers    int // watch.max_watchers
+	MaxPerIdentity int // watch.max_per_identity
+}
+
+// Watch serves long-poll and Server-Sent-Events watchers of an order.
 type Watch struct {
-	o   WatchOptions
-	d   *Detail
-	hub *watchHub
+	o   Options
+	d   Orders
+	hub *hub
 	m   *metrics.Metrics
 	log *slog.Logger
 }
+
+// New builds the watch endpoints over d. Call Changed for every order
+// change (cache.Tiers.OnChange) and Close at shutdown.
+func New(o Options, d Orders, m *metrics.Metrics, log *slog.Logger) *Watch {
+	return &Watch{o: o, d: d, m: m, log: log, hub: newHub(o.MaxWatchers, o.MaxPerIdentity)}
+}
+
+// Changed wakes the watchers of order; 0 wakes everyone. It never blocks.
+func (w *Watch) Changed(order int64) { w.hub.notify(order) }
+
+// Close ends every watch: long-polls answer 304, event streams end with a
+// shutdown event. Call it before draining connections.
+func (w *Watch) Close() { w.hub.shutdown() }
+
+// Count is the number of watchers.
+func (w *Watch) Count() int { return w.hub.count() }
 
 var hLastEventID = []byte("Last-Event-ID")
 
@@ -58,54 +107,28 @@ func sameETag(client, stored []byte) bool {
 	return len(client) > 0 && bytes.Equal(client, bytes.Trim(stored, `"`))
 }
 
-// admit runs the detail path's admission for a watch request: bad ids are
-// answered locally, and anonymous or renewing tokens are forwarded as the
-// detail read they stand for (AnqiCMS's answer, no subscription). It also
-// rewrites the upstream request template to the detail endpoint.
-//
-// until is when the token enters its renewal window: past it the detail
-// path would no longer serve this identity from the cache, so an event
-// stream must end by then (the client reconnects and AnqiCMS renews).
-func (w *Watch) admit(ctx *fasthttp.RequestCtx) (key cache.Key, digest [32]byte, tmpl *fasthttp.Request, until time.Time, ok bool) {
-	// Whatever is forwarded must be the detail read, not this path, which
-	// AnqiCMS does not have.
-	uri := ctx.Request.URI()
-	uri.SetPath(DetailPath)
-	uri.QueryArgs().Del("etag")
-	ctx.Request.Header.SetRequestURIBytes(uri.RequestURI())
-	key, id, ok := w.d.admit(ctx)
-	if !ok {
-		return key, digest, nil, until, false
-	}
-	digest = sha256.Sum256(append([]byte{byte(id.Kind)}, id.ID...))
-	until = time.Now().Add(sseMaxLife)
-	if id.Expiry != 0 {
-		if renew := time.Unix(id.Expiry, 0).Add(-w.d.o.RenewWindow); renew.Before(until) {
-			until = renew
-		}
-	}
-	return key, digest, w.d.upstreamRequest(ctx), until, true
-}
-
 // subscribe reserves a watcher slot. When a limit refuses it, it answers
 // 503 with the envelope and returns nil; during shutdown it returns nil and
 // leaves the answer to the caller (why == "shutdown").
-func (w *Watch) subscribe(ctx *fasthttp.RequestCtx, key cache.Key, id [32]byte) (*watchSlot, string) {
-	slot, why := w.hub.admit(key.Order, id)
-	if slot == nil && why != "shutdown" {
+func (w *Watch) subscribe(ctx *fasthttp.RequestCtx, s Subject) (*slot, string) {
+	sl, why := w.hub.admit(s.Key.Order, s.Owner)
+	if sl == nil && why != "shutdown" {
 		w.m.WatchRejected.WithLabelValues(why).Inc()
-		writeEnvelope(ctx, fasthttp.StatusServiceUnavailable, tooManyWatchers)
+		ctx.Response.Reset()
+		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+		ctx.SetContentType("application/json; charset=utf-8")
+		ctx.SetBody(tooManyWatchers)
 	}
-	return slot, why
+	return sl, why
 }
 
 var tooManyWatchers = anqicms.ErrorBody("too many watchers; poll the detail endpoint instead")
 
-// watchable reports whether res may be watched: a stored, positive answer.
+// watchable reports whether r may be watched: a stored, positive answer.
 // Anything else (no access, order not found, upstream trouble) is answered
 // as the detail endpoint would and nothing is subscribed.
-func watchable(res *flightResult) bool {
-	return res.entry != nil && !res.entry.Negative
+func watchable(r cache.Result) bool {
+	return r.Entry != nil && !r.Entry.Negative
 }
 
 // LongPoll is GET /api/communication/order/watch?id=N&etag=E. If the
@@ -119,20 +142,20 @@ func watchable(res *flightResult) bool {
 // endpoint's answer and never takes a watcher slot.
 func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 	etag := bytes.Clone(ctx.QueryArgs().Peek("etag"))
-	key, id, tmpl, _, ok := w.admit(ctx)
+	subj, ok := w.d.Admit(ctx)
 	if !ok {
 		return
 	}
-	res, err := w.d.current(key, tmpl)
+	res, err := w.d.Current(subj)
 	if err != nil {
-		w.d.fail(ctx, err)
+		w.d.Fail(ctx, err)
 		return
 	}
-	if !watchable(res) || !sameETag(etag, res.entry.ETag) {
-		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+	if !watchable(res) || !sameETag(etag, res.Entry.ETag) {
+		w.d.Write(ctx, res)
 		return
 	}
-	slot, why := w.subscribe(ctx, key, id)
+	slot, why := w.subscribe(ctx, subj)
 	if slot == nil {
 		if why == "shutdown" {
 			w.notModified(ctx, etag)
@@ -151,11 +174,11 @@ func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 	// longer matches the client's ETag; a failed look keeps waiting (the
 	// next change or max_wait answers).
 	answerIfChanged := func() bool {
-		res, err := w.d.current(key, tmpl)
-		if err != nil || (watchable(res) && sameETag(etag, res.entry.ETag)) {
+		res, err := w.d.Current(subj)
+		if err != nil || (watchable(res) && sameETag(etag, res.Entry.ETag)) {
 			return false
 		}
-		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+		w.d.Write(ctx, res)
 		return true
 	}
 	if answerIfChanged() {
@@ -175,7 +198,7 @@ func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 				return
 			}
 		case <-probe.C:
-			if peerGone(ctx.Conn()) {
+			if peer.Closed(ctx.Conn()) {
 				// Nobody to answer: free the slot now, not at max_wait.
 				ctx.SetConnectionClose()
 				return
@@ -192,8 +215,8 @@ func (w *Watch) LongPoll(ctx *fasthttp.RequestCtx) {
 
 func (w *Watch) notModified(ctx *fasthttp.RequestCtx, etag []byte) {
 	ctx.SetStatusCode(fasthttp.StatusNotModified)
-	ctx.Response.Header.SetCanonical(hETag, append(append([]byte{'"'}, bytes.Trim(etag, `"`)...), '"'))
-	ctx.Response.Header.SetCanonical(hXCache, xHit)
+	ctx.Response.Header.Set("ETag", string(append(append([]byte{'"'}, bytes.Trim(etag, `"`)...), '"')))
+	ctx.Response.Header.Set("X-Cache", "HIT")
 	ctx.Response.SkipBody = true
 }
 
@@ -203,31 +226,35 @@ func (w *Watch) notModified(ctx *fasthttp.RequestCtx, etag []byte) {
 // comment line every watch.heartbeat.
 func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	last := bytes.Clone(ctx.Request.Header.PeekBytes(hLastEventID))
-	key, id, tmpl, until, ok := w.admit(ctx)
+	subj, ok := w.d.Admit(ctx)
 	if !ok {
 		return
 	}
+	until := time.Now().Add(sseMaxLife)
+	if !subj.Renew.IsZero() && subj.Renew.Before(until) {
+		until = subj.Renew
+	}
 	// Access first, as in LongPoll: no slot for a request that would not
 	// get this order's detail.
-	res, err := w.d.current(key, tmpl)
+	res, err := w.d.Current(subj)
 	if err != nil {
-		w.d.fail(ctx, err)
+		w.d.Fail(ctx, err)
 		return
 	}
 	if !watchable(res) {
-		w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+		w.d.Write(ctx, res)
 		return
 	}
-	slot, why := w.subscribe(ctx, key, id)
+	slot, why := w.subscribe(ctx, subj)
 	if slot == nil {
 		if why == "shutdown" {
 			// A short stream, so EventSource reconnects (to another
 			// replica) instead of giving up as it would on an error status.
-			w.sseHeaders(ctx)
+			sseHeaders(ctx)
 			var buf bytes.Buffer
 			bw := bufio.NewWriter(&buf)
-			if !sameETag(last, res.entry.ETag) {
-				writeEvent(bw, res.entry)
+			if !sameETag(last, res.Entry.ETag) {
+				writeEvent(bw, res.Entry)
 			}
 			bw.WriteString(sseShutdown)
 			bw.Flush()
@@ -238,18 +265,18 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	// Take the change signal, then look again (an L1 hit), so a change
 	// between the first look and the subscription is not missed.
 	changed := slot.changed()
-	if res, err = w.d.current(key, tmpl); err != nil || !watchable(res) {
+	if res, err = w.d.Current(subj); err != nil || !watchable(res) {
 		slot.release()
 		if err != nil {
-			w.d.fail(ctx, err)
+			w.d.Fail(ctx, err)
 		} else {
-			w.d.write(ctx, res, &leaderHeaders{}, time.Now().UnixNano())
+			w.d.Write(ctx, res)
 		}
 		return
 	}
 	gauge := w.m.Watchers.WithLabelValues("sse")
 	gauge.Inc()
-	w.sseHeaders(ctx)
+	sseHeaders(ctx)
 	// server.write_timeout would cut the stream; instead a stream lives at
 	// most sseMaxLife (EventSource clients reconnect with Last-Event-ID), and
 	// every flush below moves the connection's write deadline to a few
@@ -258,7 +285,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	ctx.SetWriteDeadline(time.Now().Add(sseMaxLife + w.o.Heartbeat))
 	// The stream writer runs on its own goroutine, so it must not touch
 	// ctx: everything it needs is captured here.
-	cur := res.entry
+	cur := res.Entry
 	conn := ctx.Conn()
 	ctx.SetBodyStreamWriter(func(bw *bufio.Writer) {
 		stall := 2*w.o.Heartbeat + 5*time.Second
@@ -282,7 +309,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 		}
 		beat := time.NewTicker(w.o.Heartbeat)
 		defer beat.Stop()
-		recheck := time.NewTicker(max(w.o.TTL, time.Second))
+		recheck := time.NewTicker(max(w.o.Recheck, time.Second))
 		defer recheck.Stop()
 		for {
 			select {
@@ -295,7 +322,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 				// so a client that left is only noticed by a failing write,
 				// which can take two or three beats; the peek sees its FIN
 				// at once and frees the slot within one heartbeat.
-				if peerGone(conn) {
+				if peer.Closed(conn) {
 					return
 				}
 				bw.WriteString(": heartbeat\n\n")
@@ -312,20 +339,21 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 				flush()
 				return
 			}
-			res, err := w.d.current(key, tmpl)
+			res, err := w.d.Current(subj)
 			if err != nil {
 				continue
 			}
 			if !watchable(res) {
 				// Access lost or the order is gone: say what AnqiCMS said
-				// and end the stream.
+				// (the envelope, whether it was stored or not) and end the
+				// stream.
 				bw.WriteString("event: error\n")
-				writeData(bw, res.body)
+				writeData(bw, w.d.Body(res))
 				flush()
 				return
 			}
-			if !bytes.Equal(res.entry.ETag, cur.ETag) {
-				cur = res.entry
+			if !bytes.Equal(res.Entry.ETag, cur.ETag) {
+				cur = res.Entry
 				w.m.WatchEvents.Inc()
 				writeEvent(bw, cur)
 				if flush() != nil {
@@ -336,7 +364,7 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 	})
 }
 
-func (w *Watch) sseHeaders(ctx *fasthttp.RequestCtx) {
+func sseHeaders(ctx *fasthttp.RequestCtx) {
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetContentType("text/event-stream; charset=utf-8")
 	ctx.Response.Header.Set("Cache-Control", "no-cache")

@@ -1,30 +1,28 @@
-package proxy
+package anqicms
 
 import (
 	"github.com/valyala/fasthttp"
-
-	"anqi-edge/anqicms"
 )
 
 // Answers to bad ids, rendered once. AnqiCMS answers errors with HTTP 200
 // and code -1, and so does anqi-edge, without asking it.
 var (
-	errIDMissing  = anqicms.ErrorBody("id is required")
-	errIDEmpty    = anqicms.ErrorBody("id is empty")
-	errIDRepeated = anqicms.ErrorBody("id must be given once")
-	errIDTooLong  = anqicms.ErrorBody("id is too long")
-	errIDNotInt   = anqicms.ErrorBody("id must be an integer")
-	errIDRange    = anqicms.ErrorBody("id is out of range")
-	errIDNotPos   = anqicms.ErrorBody("id must be a positive integer")
+	errIDMissing  = ErrorBody("id is required")
+	errIDEmpty    = ErrorBody("id is empty")
+	errIDRepeated = ErrorBody("id must be given once")
+	errIDTooLong  = ErrorBody("id is too long")
+	errIDNotInt   = ErrorBody("id must be an integer")
+	errIDRange    = ErrorBody("id is out of range")
+	errIDNotPos   = ErrorBody("id must be a positive integer")
 )
 
 // maxIDLen allows leading zeros (AnqiCMS accepts them) but not megabytes.
 const maxIDLen = 64
 
-// parseOrderID reads the single id query value the way AnqiCMS does
+// ParseOrderID reads the single id query value the way AnqiCMS does
 // (strconv.ParseInt, base 10: "01" and "+1" are 1) without allocating. On bad
 // input it returns the error body to answer with.
-func parseOrderID(args *fasthttp.Args) (int64, []byte) {
+func ParseOrderID(args *fasthttp.Args) (int64, []byte) {
 	var v []byte
 	n := 0
 	for k, val := range args.All() {

@@ -1,4 +1,4 @@
-package proxy_test
+package watch_test
 
 // Issue 6, push instead of poll: long-poll (GET /api/communication/order/watch)
 // and Server-Sent Events (GET /api/communication/order/events) watchers of
@@ -29,6 +29,7 @@ import (
 	"anqi-edge/internal/edgetest"
 	"anqi-edge/internal/redistest"
 	"anqi-edge/proxy"
+	"anqi-edge/watch"
 )
 
 // wtAnswer is a long-poll (or detail) answer as a client sees it.
@@ -122,7 +123,7 @@ func wtLongPoll(ctx context.Context, c *http.Client, base string, id int64, toke
 	if etag != "" {
 		extra = "etag=" + url.QueryEscape(etag)
 	}
-	return wtDo(ctx, c, wtURL(base, proxy.WatchPath, id, extra), "token: "+token)
+	return wtDo(ctx, c, wtURL(base, watch.WatchPath, id, extra), "token: "+token)
 }
 
 // wtClient is an HTTP client for conns concurrent connections per replica;
@@ -159,9 +160,9 @@ func wtStart(t testing.TB, verify bool, redisAddrs []string, edit func(*config.C
 func wtWatchers(t testing.TB, admin, kind string) float64 {
 	t.Helper()
 	if kind == "" {
-		return dtMetric(t, admin, "anqi_edge_watchers")
+		return edgetest.Metric(t, admin, "anqi_edge_watchers")
 	}
-	return dtMetric(t, admin, "anqi_edge_watchers", "kind="+kind)
+	return edgetest.Metric(t, admin, "anqi_edge_watchers", "kind="+kind)
 }
 
 // wtWaitGauge polls until the replica's watchers gauge equals want, up to
@@ -184,7 +185,7 @@ func wtWaitGauge(t testing.TB, admin, kind string, want float64, within time.Dur
 // wtUpstreamDetailCalls is a replica's own count of detail calls to AnqiCMS.
 func wtUpstreamDetailCalls(t testing.TB, admin string) float64 {
 	t.Helper()
-	return invMetric(t, admin, "anqi_edge_upstream_requests_total", `route="detail"`)
+	return edgetest.Metric(t, admin, "anqi_edge_upstream_requests_total", `route="detail"`)
 }
 
 // --- Server-Sent Events client ---------------------------------------------
@@ -220,7 +221,7 @@ func wtOpen(t testing.TB, c *http.Client, base string, id int64, token, lastEven
 
 func wtTryOpen(c *http.Client, base string, id int64, token, lastEventID string) (*wtStream, wtAnswer, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, wtURL(base, proxy.EventsPath, id, ""), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, wtURL(base, watch.EventsPath, id, ""), nil)
 	if token != "" {
 		req.Header.Set("token", token)
 	}
@@ -355,9 +356,9 @@ func (s *wtStream) ended(d time.Duration) ([]wtEvent, bool) {
 // --- answers at once, like the detail endpoint -----------------------------------
 
 func TestWatch_LongPollWithoutTheCurrentETagAnswersAtOnceExactlyAsDetail(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := wtStart(t, verify, nil, func(c *config.Config) { c.Watch.MaxWait = config.Duration{Duration: 20 * time.Second} })
-		_, order, tok := dtSeedOne(env)
+		_, order, tok := edgetest.SeedOne(env)
 		detail := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok)
 		if detail.status != http.StatusOK || detail.code != 0 || detail.etag() == "" {
 			t.Fatalf("detail: %v", detail)
@@ -384,7 +385,7 @@ func TestWatch_LongPollWithoutTheCurrentETagAnswersAtOnceExactlyAsDetail(t *test
 				t.Errorf("etag %q: X-Cache %q Age %q, want both like detail", etag, a.header.Get("X-Cache"), a.header.Get("Age"))
 			}
 		}
-		if n := env.Fake.Calls(proxy.WatchPath); n != 0 {
+		if n := env.Fake.Calls(watch.WatchPath); n != 0 {
 			t.Errorf("AnqiCMS saw %d calls to the watch path, which it does not have", n)
 		}
 		if w := wtWatchers(t, env.Admin, ""); w != 0 {
@@ -397,7 +398,7 @@ func TestWatch_LongPollWaitsForAChangeThenAnswersTheNewDetailElse304AtMaxWait(t 
 	env := wtStart(t, true, []string{redistest.Shared(t)}, func(c *config.Config) {
 		c.Watch.MaxWait = config.Duration{Duration: 600 * time.Millisecond}
 	})
-	_, order, tok := dtSeedOne(env)
+	_, order, tok := edgetest.SeedOne(env)
 	detail := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok)
 	etag := detail.etag()
 
@@ -417,8 +418,8 @@ func TestWatch_LongPollWaitsForAChangeThenAnswersTheNewDetailElse304AtMaxWait(t 
 
 	// A change while it waits: the fresh detail, with its new ETag.
 	_, base, admin := env.Replica(t, wtConfig(func(c *config.Config) { c.Watch.MaxWait = config.Duration{Duration: 20 * time.Second} }))
-	wakeups0 := dtMetric(t, admin, "anqi_edge_watch_wakeups_total")
-	events0 := dtMetric(t, admin, "anqi_edge_watch_events_total")
+	wakeups0 := edgetest.Metric(t, admin, "anqi_edge_watch_wakeups_total")
+	events0 := edgetest.Metric(t, admin, "anqi_edge_watch_events_total")
 	got := make(chan wtAnswer, 1)
 	go func() {
 		a, err := wtLongPoll(context.Background(), edgetest.Client, base, order.ID, tok, etag)
@@ -428,7 +429,7 @@ func TestWatch_LongPollWaitsForAChangeThenAnswersTheNewDetailElse304AtMaxWait(t 
 		got <- a
 	}()
 	wtWaitGauge(t, admin, "longpoll", 1, 10*time.Second)
-	if code := invSend(t, base, order.ID, tok, "watch me change"); code != 0 {
+	if code := edgetest.Send(t, base, order.ID, tok, "watch me change"); code != 0 {
 		t.Fatalf("send: code %d", code)
 	}
 	select {
@@ -443,10 +444,10 @@ func TestWatch_LongPollWaitsForAChangeThenAnswersTheNewDetailElse304AtMaxWait(t 
 		t.Fatal("the watcher was not woken by the change")
 	}
 	wtWaitGauge(t, admin, "longpoll", 0, 5*time.Second)
-	if d := dtMetric(t, admin, "anqi_edge_watch_wakeups_total") - wakeups0; d != 1 {
+	if d := edgetest.Metric(t, admin, "anqi_edge_watch_wakeups_total") - wakeups0; d != 1 {
 		t.Errorf("watch_wakeups_total grew by %v, want 1", d)
 	}
-	if d := dtMetric(t, admin, "anqi_edge_watch_events_total") - events0; d != 1 {
+	if d := edgetest.Metric(t, admin, "anqi_edge_watch_events_total") - events0; d != 1 {
 		t.Errorf("watch_events_total grew by %v, want 1", d)
 	}
 }
@@ -471,8 +472,8 @@ func TestWatch_OneChangeWakesAThousandLongPollsOnTwoReplicasWithOneRefillEach(t 
 	}
 	env := wtStart(t, true, []string{redistest.Shared(t)}, edit)
 	_, bURL, bAdmin := env.Replica(t, wtConfig(edit))
-	invSubscribed(t, env.Admin, bAdmin)
-	_, order, tok := dtSeedOne(env)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
+	_, order, tok := edgetest.SeedOne(env)
 	etag := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok).etag()
 	if b := wtGet(t, edgetest.DetailURL(bURL, order.ID), "token: "+tok); b.etag() != etag {
 		t.Fatalf("replicas disagree on the ETag: %s vs %s", etag, b.etag())
@@ -500,10 +501,10 @@ func TestWatch_OneChangeWakesAThousandLongPollsOnTwoReplicasWithOneRefillEach(t 
 	wtWaitGauge(t, env.Admin, "longpoll", perReplica, 60*time.Second)
 	wtWaitGauge(t, bAdmin, "longpoll", perReplica, 60*time.Second)
 
-	calls0 := dtCalls(env)
+	calls0 := edgetest.DetailCalls(env)
 	upA0, upB0 := wtUpstreamDetailCalls(t, env.Admin), wtUpstreamDetailCalls(t, bAdmin)
 	const text = "one change for a thousand watchers"
-	if code := invSend(t, env.URL, order.ID, tok, text); code != 0 {
+	if code := edgetest.Send(t, env.URL, order.ID, tok, text); code != 0 {
 		t.Fatalf("send: code %d", code)
 	}
 	sent := time.Now()
@@ -535,7 +536,7 @@ func TestWatch_OneChangeWakesAThousandLongPollsOnTwoReplicasWithOneRefillEach(t 
 		t.Errorf("slowest watcher answered %v after the send, want ≤ 2s (target 200ms)", worst)
 	}
 
-	calls := dtCalls(env) - calls0
+	calls := edgetest.DetailCalls(env) - calls0
 	upA, upB := wtUpstreamDetailCalls(t, env.Admin)-upA0, wtUpstreamDetailCalls(t, bAdmin)-upB0
 	t.Logf("detail calls for the change: AnqiCMS saw %d (replica A made %v, replica B %v)", calls, upA, upB)
 	// A replica may make none when it reads the other's fill from Redis.
@@ -560,7 +561,7 @@ func TestWatch_AThousandWatchersOfAnUnchangedOrderMakeNoUpstreamCalls(t *testing
 		c.Watch.MaxWait = config.Duration{Duration: 30 * time.Second}
 		c.Watch.Heartbeat = config.Duration{Duration: time.Second}
 	})
-	_, order, tok := dtSeedOne(env)
+	_, order, tok := edgetest.SeedOne(env)
 	etag := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok).etag()
 
 	client := wtClient(t, n+16)
@@ -600,9 +601,9 @@ func TestWatch_AThousandWatchersOfAnUnchangedOrderMakeNoUpstreamCalls(t *testing
 	wtWaitGauge(t, env.Admin, "longpoll", n/2, 60*time.Second)
 	wtWaitGauge(t, env.Admin, "sse", n/2, 60*time.Second)
 
-	calls0 := dtCalls(env)
+	calls0 := edgetest.DetailCalls(env)
 	time.Sleep(10 * time.Second)
-	if d := dtCalls(env) - calls0; d != 0 {
+	if d := edgetest.DetailCalls(env) - calls0; d != 0 {
 		t.Errorf("%d watchers of an unchanged order made %d detail calls in 10s, want 0", n, d)
 	}
 	if w := wtWatchers(t, env.Admin, ""); w != n {
@@ -621,7 +622,7 @@ func TestWatch_AThousandWatchersOfAnUnchangedOrderMakeNoUpstreamCalls(t *testing
 // --- identity: a watcher gets only what detail would give it ----------------------
 
 func TestWatch_NeverDeliversAnotherUsersOrder(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		// One slot in all, taken by a legitimate watcher for the whole
 		// test: a request that took a slot before its access was settled
 		// would get 503 instead of AnqiCMS's answer.
@@ -685,7 +686,7 @@ func TestWatch_NeverDeliversAnotherUsersOrder(t *testing.T) {
 			what := fmt.Sprintf("user %d watching order %d of user %d (etag %q)", watcher.ID, o.ID, o.UserID, etag)
 			var got wtAnswer
 			if rng.IntN(2) == 0 {
-				got = wtGet(t, wtURL(env.URL, proxy.WatchPath, o.ID, "etag="+url.QueryEscape(etag)), "token: "+tok)
+				got = wtGet(t, wtURL(env.URL, watch.WatchPath, o.ID, "etag="+url.QueryEscape(etag)), "token: "+tok)
 				what = "long-poll: " + what
 			} else {
 				s, a := wtOpen(t, edgetest.Client, env.URL, o.ID, tok, etag)
@@ -714,7 +715,7 @@ func TestWatch_NeverDeliversAnotherUsersOrder(t *testing.T) {
 		if w := wtWatchers(t, env.Admin, ""); w != 1 {
 			t.Errorf("watchers gauge %v, want 1 (only the legitimate watcher)", w)
 		}
-		if r := invMetric(t, env.Admin, "anqi_edge_watch_rejected_total"); r != 0 {
+		if r := edgetest.Metric(t, env.Admin, "anqi_edge_watch_rejected_total"); r != 0 {
 			t.Errorf("%v watch requests were refused by a limit; no-access watchers must never reach admission", r)
 		}
 		select {
@@ -732,8 +733,8 @@ func TestWatch_EventsStreamTheDetailThenEachChangeWithHeartbeatsAndResume(t *tes
 	edit := func(c *config.Config) { c.Watch.Heartbeat = config.Duration{Duration: beat} }
 	env := wtStart(t, false, []string{redistest.Shared(t)}, edit)
 	_, bURL, bAdmin := env.Replica(t, wtConfig(edit))
-	invSubscribed(t, env.Admin, bAdmin)
-	_, order, tok := dtSeedOne(env)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
+	_, order, tok := edgetest.SeedOne(env)
 	detail := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok)
 
 	// First event: the current detail, id = its ETag; then heartbeats.
@@ -781,8 +782,8 @@ func TestWatch_EventsStreamTheDetailThenEachChangeWithHeartbeatsAndResume(t *tes
 	wtWaitGauge(t, bAdmin, "sse", 1, 5*time.Second)
 
 	// A change through replica A reaches the stream on replica B.
-	events0 := dtMetric(t, bAdmin, "anqi_edge_watch_events_total")
-	if code := invSend(t, env.URL, order.ID, tok, "pushed over SSE"); code != 0 {
+	events0 := edgetest.Metric(t, bAdmin, "anqi_edge_watch_events_total")
+	if code := edgetest.Send(t, env.URL, order.ID, tok, "pushed over SSE"); code != 0 {
 		t.Fatalf("send: code %d", code)
 	}
 	e, _, ok = s2.nextEvent(10 * time.Second)
@@ -793,7 +794,7 @@ func TestWatch_EventsStreamTheDetailThenEachChangeWithHeartbeatsAndResume(t *tes
 	if e.event != "detail" || e.id == first.id || e.id != now.etag() || e.data != string(now.body) || !now.has("pushed over SSE") {
 		t.Fatalf("change event %+v\nwant id %s and the new detail %s", e, now.etag(), now.body)
 	}
-	if d := dtMetric(t, bAdmin, "anqi_edge_watch_events_total") - events0; d != 1 {
+	if d := edgetest.Metric(t, bAdmin, "anqi_edge_watch_events_total") - events0; d != 1 {
 		t.Errorf("watch_events_total grew by %v, want 1", d)
 	}
 	// Exactly one event for one change.
@@ -827,7 +828,7 @@ func TestWatch_DisconnectedWatchersAreReapedWithinAHeartbeat(t *testing.T) {
 		c.Watch.Heartbeat = config.Duration{Duration: beat}
 		c.Watch.MaxWait = config.Duration{Duration: 60 * time.Second}
 	})
-	_, order, tok := dtSeedOne(env)
+	_, order, tok := edgetest.SeedOne(env)
 	etag := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok).etag()
 
 	client := wtClient(t, n+16)
@@ -877,7 +878,7 @@ func TestWatch_DisconnectedWatchersAreReapedWithinAHeartbeat(t *testing.T) {
 
 	// HEAD of the event stream: headers only, and the slot it briefly took
 	// is free again within a heartbeat (the stream's first write fails).
-	resp, _ := edgetest.Do(t, http.MethodHead, wtURL(env.URL, proxy.EventsPath, order.ID, ""), nil, "token: "+tok)
+	resp, _ := edgetest.Do(t, http.MethodHead, wtURL(env.URL, watch.EventsPath, order.ID, ""), nil, "token: "+tok)
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		t.Fatalf("HEAD events: HTTP %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
@@ -919,30 +920,30 @@ func TestWatch_LimitsAnswer503WithAnEnvelope(t *testing.T) {
 	wait(0)
 	wait(0)
 	wtWaitGauge(t, env.Admin, "longpoll", 2, 10*time.Second)
-	want503("third long-poll of one identity", wtGet(t, wtURL(env.URL, proxy.WatchPath, orders[0].ID, "etag="+url.QueryEscape(etag(0))), "token: "+tok(0)))
+	want503("third long-poll of one identity", wtGet(t, wtURL(env.URL, watch.WatchPath, orders[0].ID, "etag="+url.QueryEscape(etag(0))), "token: "+tok(0)))
 	s, a := wtOpen(t, edgetest.Client, env.URL, orders[0].ID, tok(0), "")
 	if s != nil {
 		t.Fatal("an event stream beyond the per-identity cap was admitted")
 	}
 	want503("third watcher (SSE) of one identity", a)
-	if r := invMetric(t, env.Admin, "anqi_edge_watch_rejected_total", `reason="identity"`); r != 2 {
+	if r := edgetest.Metric(t, env.Admin, "anqi_edge_watch_rejected_total", `reason="identity"`); r != 2 {
 		t.Errorf("watch_rejected_total{reason=identity} = %v, want 2", r)
 	}
 	// The cap is per identity: user 1 still gets in, filling max_watchers (3).
 	wait(1)
 	wtWaitGauge(t, env.Admin, "longpoll", 3, 10*time.Second)
 	// Beyond max_watchers, for anyone.
-	want503("long-poll beyond max_watchers", wtGet(t, wtURL(env.URL, proxy.WatchPath, orders[2].ID, "etag="+url.QueryEscape(etag(2))), "token: "+tok(2)))
+	want503("long-poll beyond max_watchers", wtGet(t, wtURL(env.URL, watch.WatchPath, orders[2].ID, "etag="+url.QueryEscape(etag(2))), "token: "+tok(2)))
 	if s, a := wtOpen(t, edgetest.Client, env.URL, orders[2].ID, tok(2), ""); s != nil {
 		t.Fatal("an event stream beyond max_watchers was admitted")
 	} else {
 		want503("SSE beyond max_watchers", a)
 	}
-	if r := invMetric(t, env.Admin, "anqi_edge_watch_rejected_total", `reason="global"`); r != 2 {
+	if r := edgetest.Metric(t, env.Admin, "anqi_edge_watch_rejected_total", `reason="global"`); r != 2 {
 		t.Errorf("watch_rejected_total{reason=global} = %v, want 2", r)
 	}
 	// A watcher that would be answered at once needs no slot.
-	if a := wtGet(t, wtURL(env.URL, proxy.WatchPath, orders[2].ID, ""), "token: "+tok(2)); a.status != http.StatusOK || a.code != 0 {
+	if a := wtGet(t, wtURL(env.URL, watch.WatchPath, orders[2].ID, ""), "token: "+tok(2)); a.status != http.StatusOK || a.code != 0 {
 		t.Fatalf("long-poll without an etag at the limit: %v, want the detail", a)
 	}
 	if w := wtWatchers(t, env.Admin, ""); w != 3 {
@@ -954,7 +955,7 @@ func TestWatch_ShutdownEndsLongPollsWith304AndStreamsWithAFinalEvent(t *testing.
 	env := wtStart(t, true, nil, func(c *config.Config) {
 		c.Watch.MaxWait = config.Duration{Duration: 60 * time.Second}
 	})
-	_, order, tok := dtSeedOne(env)
+	_, order, tok := edgetest.SeedOne(env)
 	etag := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok).etag()
 
 	const polls = 5
@@ -1030,14 +1031,14 @@ func TestWatch_WatchersArrivingDuringShutdownAreEndedCleanly(t *testing.T) {
 	env := wtStart(t, true, nil, func(c *config.Config) {
 		c.Watch.MaxWait = config.Duration{Duration: 60 * time.Second}
 	})
-	_, order, tok := dtSeedOne(env)
+	_, order, tok := edgetest.SeedOne(env)
 	detail := wtGet(t, edgetest.DetailURL(env.URL, order.ID), "token: "+tok)
-	proxy.CloseWatchers(env.Edge)
+	env.Edge.Watch().Close()
 
-	if a := wtGet(t, wtURL(env.URL, proxy.WatchPath, order.ID, "etag="+url.QueryEscape(detail.etag())), "token: "+tok); a.status != http.StatusNotModified || a.etag() != detail.etag() {
+	if a := wtGet(t, wtURL(env.URL, watch.WatchPath, order.ID, "etag="+url.QueryEscape(detail.etag())), "token: "+tok); a.status != http.StatusNotModified || a.etag() != detail.etag() {
 		t.Errorf("long-poll with the current ETag during shutdown: %v, want 304 at once", a)
 	}
-	if a := wtGet(t, wtURL(env.URL, proxy.WatchPath, order.ID, "etag=old"), "token: "+tok); a.status != http.StatusOK || string(a.body) != string(detail.body) {
+	if a := wtGet(t, wtURL(env.URL, watch.WatchPath, order.ID, "etag=old"), "token: "+tok); a.status != http.StatusOK || string(a.body) != string(detail.body) {
 		t.Errorf("long-poll with an old ETag during shutdown: %v, want the detail", a)
 	}
 	for _, last := range []string{"", detail.etag()} {
@@ -1061,7 +1062,7 @@ func TestWatch_WatchersArrivingDuringShutdownAreEndedCleanly(t *testing.T) {
 	if w := wtWatchers(t, env.Admin, ""); w != 0 {
 		t.Errorf("watchers gauge %v during shutdown, want 0", w)
 	}
-	if r := invMetric(t, env.Admin, "anqi_edge_watch_rejected_total"); r != 0 {
+	if r := edgetest.Metric(t, env.Admin, "anqi_edge_watch_rejected_total"); r != 0 {
 		t.Errorf("watch_rejected_total %v: shutdown is not a limit", r)
 	}
 }
@@ -1070,13 +1071,13 @@ func TestWatch_WatchersArrivingDuringShutdownAreEndedCleanly(t *testing.T) {
 
 func TestWatch_BadIDIsAnsweredLocallyLikeDetail(t *testing.T) {
 	env := wtStart(t, false, nil, nil)
-	_, _, tok := dtSeedOne(env)
+	_, _, tok := edgetest.SeedOne(env)
 	for _, q := range []string{"", "?id=", "?id=abc", "?id=0", "?id=-3", "?id=9223372036854775808", "?id=1&id=1", "?etag=x"} {
 		detail := wtGet(t, env.URL+proxy.DetailPath+q, "token: "+tok)
 		if detail.status != http.StatusOK || detail.code != -1 {
 			t.Fatalf("detail%s: %v, want a local error", q, detail)
 		}
-		for _, path := range []string{proxy.WatchPath, proxy.EventsPath} {
+		for _, path := range []string{watch.WatchPath, watch.EventsPath} {
 			a := wtGet(t, env.URL+path+q, "token: "+tok)
 			if a.status != detail.status || string(a.body) != string(detail.body) ||
 				a.header.Get("Content-Type") != detail.header.Get("Content-Type") {
@@ -1084,7 +1085,7 @@ func TestWatch_BadIDIsAnsweredLocallyLikeDetail(t *testing.T) {
 			}
 		}
 	}
-	if n := dtCalls(env) + env.Fake.Calls(proxy.WatchPath) + env.Fake.Calls(proxy.EventsPath); n != 0 {
+	if n := edgetest.DetailCalls(env) + env.Fake.Calls(watch.WatchPath) + env.Fake.Calls(watch.EventsPath); n != 0 {
 		t.Errorf("bad ids reached AnqiCMS %d times, want 0", n)
 	}
 	if w := wtWatchers(t, env.Admin, ""); w != 0 {
@@ -1093,27 +1094,27 @@ func TestWatch_BadIDIsAnsweredLocallyLikeDetail(t *testing.T) {
 }
 
 func TestWatch_AnonymousIsForwardedAsADetailReadAndNotSubscribed(t *testing.T) {
-	dtModes(t, func(t *testing.T, verify bool) {
+	edgetest.Modes(t, func(t *testing.T, verify bool) {
 		env := wtStart(t, verify, nil, nil)
-		_, order, _ := dtSeedOne(env)
+		_, order, _ := edgetest.SeedOne(env)
 		headers := [][]string{{}, {"token: "}}
 		if verify {
 			// Verified mode also treats a token it cannot verify as anonymous.
 			headers = append(headers, []string{"token: not-a-jwt"})
 		}
 		for _, h := range headers {
-			for _, path := range []string{proxy.WatchPath, proxy.EventsPath} {
-				calls0 := dtCalls(env)
+			for _, path := range []string{watch.WatchPath, watch.EventsPath} {
+				calls0 := edgetest.DetailCalls(env)
 				a := wtGet(t, wtURL(env.URL, path, order.ID, "etag=abc"), h...)
 				if a.status != http.StatusOK || a.code != 1001 || a.header.Get("X-Cache") != "BYPASS" {
 					t.Errorf("%s %v: %v, want AnqiCMS's 1001 forwarded (X-Cache BYPASS)", path, h, a)
 				}
-				if d := dtCalls(env) - calls0; d != 1 {
+				if d := edgetest.DetailCalls(env) - calls0; d != 1 {
 					t.Errorf("%s %v: %d detail calls reached AnqiCMS, want 1", path, h, d)
 				}
 			}
 		}
-		if n := env.Fake.Calls(proxy.WatchPath) + env.Fake.Calls(proxy.EventsPath); n != 0 {
+		if n := env.Fake.Calls(watch.WatchPath) + env.Fake.Calls(watch.EventsPath); n != 0 {
 			t.Errorf("AnqiCMS saw %d calls to watch paths it does not have", n)
 		}
 		if w := wtWatchers(t, env.Admin, ""); w != 0 {

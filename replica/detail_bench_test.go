@@ -1,12 +1,12 @@
-package proxy
+package replica_test
 
 // Micro-benchmarks of the cached detail path through the real fasthttp
-// handler (Server.handle: routing, request id, metrics, detail). Each
+// handler (proxy.Server's handler: routing, request id, metrics, detail). Each
 // iteration parses a raw HTTP request into a reused RequestCtx, as a
 // fasthttp worker does for every request on a keep-alive connection, and
 // calls the handler. Run:
 //
-//	go test -run x -bench . -benchmem ./proxy/
+//	go test -run x -bench . -benchmem ./replica/
 
 import (
 	"bufio"
@@ -24,12 +24,14 @@ import (
 	"anqi-edge/anqicms/fake"
 	"anqi-edge/config"
 	"anqi-edge/internal/redistest"
+	"anqi-edge/proxy"
+	"anqi-edge/replica"
 )
 
 // benchEdge is a fake AnqiCMS with one user and order, and a started
 // replica in front of it.
 type benchEdge struct {
-	srv   *Server
+	srv   *replica.Replica
 	order int64
 	raw   []byte // the detail request, as sent on the wire
 }
@@ -59,7 +61,7 @@ func newBenchEdge(b *testing.B, verify bool, edit func(*config.Config)) *benchEd
 	if err := c.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	srv, err := New(c, slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError})))
+	srv, err := replica.New(c, slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -71,7 +73,7 @@ func newBenchEdge(b *testing.B, verify bool, edit func(*config.Config)) *benchEd
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	raw := "GET " + DetailPath + "?id=" + strconv.FormatInt(orders[0].ID, 10) + " HTTP/1.1\r\n" +
+	raw := "GET " + proxy.DetailPath + "?id=" + strconv.FormatInt(orders[0].ID, 10) + " HTTP/1.1\r\n" +
 		"Host: shop.example.com\r\n" +
 		"User-Agent: Mozilla/5.0 (bench)\r\n" +
 		"Accept: application/json\r\n" +
@@ -90,7 +92,7 @@ func (e *benchEdge) run(b *testing.B, before func(), wantXCache string) {
 	ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}, nil)
 	rd := bytes.NewReader(nil)
 	br := bufio.NewReaderSize(rd, 4096)
-	h := e.srv.public.Handler
+	h := e.srv.Handler()
 	serve := func() {
 		rd.Reset(e.raw)
 		br.Reset(rd)
@@ -156,6 +158,6 @@ func BenchmarkDetail_RedisHit(b *testing.B) {
 func BenchmarkDetail_Miss(b *testing.B) {
 	benchModes(b, func(b *testing.B, verify bool) {
 		e := newBenchEdge(b, verify, nil)
-		e.run(b, func() { e.srv.store.L1.Invalidate(e.order) }, "MISS")
+		e.run(b, func() { e.srv.Tiers().L1().Invalidate(e.order) }, "MISS")
 	})
 }

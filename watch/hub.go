@@ -1,16 +1,12 @@
-package proxy
+package watch
 
-import (
-	"net"
-	"sync"
-	"syscall"
-)
+import "sync"
 
-// watchHub wakes the clients watching an order when it is invalidated,
+// hub wakes the clients watching an order when it is invalidated,
 // locally or on another replica. Each order with watchers has one channel;
 // an invalidation closes it (waking every watcher at once) and the next
 // subscriber gets a fresh one.
-type watchHub struct {
+type hub struct {
 	mu      sync.Mutex
 	orders  map[int64]*orderWatch
 	perID   map[[32]byte]int // watchers by identity digest
@@ -26,21 +22,21 @@ type orderWatch struct {
 	n       int
 }
 
-func newWatchHub(max, maxPer int) *watchHub {
-	return &watchHub{orders: map[int64]*orderWatch{}, perID: map[[32]byte]int{},
+func newHub(max, maxPer int) *hub {
+	return &hub{orders: map[int64]*orderWatch{}, perID: map[[32]byte]int{},
 		max: max, maxPer: maxPer, closing: make(chan struct{})}
 }
 
-// watchSlot is one admitted watcher; release it exactly once.
-type watchSlot struct {
-	h     *watchHub
+// slot is one admitted watcher; release it exactly once.
+type slot struct {
+	h     *hub
 	order int64
 	id    [32]byte
 }
 
 // admit reserves a slot for a watcher of order, or reports which limit
 // refused it ("global" or "identity").
-func (h *watchHub) admit(order int64, id [32]byte) (*watchSlot, string) {
+func (h *hub) admit(order int64, id [32]byte) (*slot, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
@@ -59,19 +55,19 @@ func (h *watchHub) admit(order int64, id [32]byte) (*watchSlot, string) {
 		h.orders[order] = w
 	}
 	w.n++
-	return &watchSlot{h: h, order: order, id: id}, ""
+	return &slot{h: h, order: order, id: id}, ""
 }
 
 // changed returns the channel that closes on order's next invalidation.
 // Take it before reading the current state, so a change in between is not
 // missed.
-func (s *watchSlot) changed() <-chan struct{} {
+func (s *slot) changed() <-chan struct{} {
 	s.h.mu.Lock()
 	defer s.h.mu.Unlock()
 	return s.h.orders[s.order].changed
 }
 
-func (s *watchSlot) release() {
+func (s *slot) release() {
 	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -88,7 +84,7 @@ func (s *watchSlot) release() {
 
 // notify wakes the watchers of order; order 0 wakes everyone (L1 was
 // cleared, anything may have changed). It never blocks.
-func (h *watchHub) notify(order int64) int {
+func (h *hub) notify(order int64) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	woken := 0
@@ -110,7 +106,7 @@ func (h *watchHub) notify(order int64) int {
 }
 
 // shutdown ends every watch: long-polls answer 304, event streams end.
-func (h *watchHub) shutdown() {
+func (h *hub) shutdown() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.closed {
@@ -119,38 +115,8 @@ func (h *watchHub) shutdown() {
 	}
 }
 
-func (h *watchHub) count() int {
+func (h *hub) count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.total
-}
-
-// peerGone reports whether the client closed its end of conn. fasthttp has
-// no per-request cancellation, so a waiting long-poll peeks at the socket:
-// MSG_PEEK leaves any pipelined bytes for fasthttp to read, and a zero-byte
-// read means the peer sent FIN. Connections that are not plain TCP are
-// assumed alive (their watch still ends at watch.max_wait).
-func peerGone(conn net.Conn) bool {
-	sc, ok := conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	gone := false
-	var buf [1]byte
-	raw.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK || err == syscall.EINTR:
-		case err != nil:
-			gone = true
-		case n == 0:
-			gone = true
-		}
-		return true // never wait for readiness: this is a poll, not a read
-	})
-	return gone
 }

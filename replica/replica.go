@@ -1,0 +1,299 @@
+// Package replica assembles one anqi-edge replica from its config: the
+// cache tiers, the Redis client, the AnqiCMS pool, the public listener, the
+// watch endpoints and the admin listener, and starts and stops them in
+// order. It is the composition root that main.go runs and that the tests
+// start in-process; every package it wires knows only its own job.
+package replica
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+
+	"anqi-edge/admin"
+	"anqi-edge/anqicms"
+	"anqi-edge/cache"
+	"anqi-edge/config"
+	"anqi-edge/metrics"
+	"anqi-edge/proxy"
+	"anqi-edge/watch"
+)
+
+// Replica is one running anqi-edge.
+type Replica struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	id    string
+	m     *metrics.Metrics
+	tiers *cache.Tiers
+	rdb   redis.UniversalClient // nil without Redis
+	up    *proxy.Upstream
+	ids   *anqicms.Identifier
+	watch *watch.Watch
+	pub   *proxy.Server
+	admin *admin.Server
+
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+}
+
+// New wires a replica from cfg. Nothing listens until Start.
+func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Replica{cfg: cfg, log: log}
+	var idb [6]byte
+	rand.Read(idb[:])
+	r.id = hex.EncodeToString(idb[:])
+
+	c := cfg.Cache
+	policy := cache.Policy{
+		TTL:                  c.TTL.Duration,
+		StaleWhileRevalidate: c.StaleWhileRevalidate.Duration,
+		StaleIfError:         c.StaleIfError.Duration,
+		NegativeTTL:          c.NegativeTTL.Duration,
+		Jitter:               c.Jitter,
+	}
+	l1, err := cache.NewL1(int64(c.Memory.MaxBytes), c.Memory.TTL.Duration, policy.MaxKeep())
+	if err != nil {
+		return nil, fmt.Errorf("cache.memory: %w", err)
+	}
+	r.m = metrics.New(l1.Size)
+	redisBudget := 2*cfg.Redis.Timeout.Duration + 50*time.Millisecond
+	to := cache.TiersOptions{
+		L1:          l1,
+		Policy:      policy,
+		RedisBudget: redisBudget,
+		// A waiter gives up once the flight has overrun every timeout it has.
+		Wait:    cfg.Upstream.Timeout.Duration + 2*redisBudget + time.Second,
+		Metrics: r.m,
+		Log:     log,
+	}
+	if len(cfg.Redis.Addrs) > 0 {
+		r.rdb = NewRedisClient(cfg.Redis)
+		to.Redis = &cache.RedisOptions{
+			Client:          r.rdb,
+			Prefix:          cfg.Redis.KeyPrefix,
+			Channel:         cfg.Redis.Channel,
+			ReplicaID:       r.id,
+			BreakerFailures: cfg.Redis.BreakerFailures,
+			BreakerCooldown: cfg.Redis.BreakerCooldown.Duration,
+			QueueMax:        cfg.Redis.InvalidationQueue,
+		}
+	}
+	r.tiers = cache.NewTiers(to)
+
+	if r.up, err = proxy.NewUpstream(cfg.Upstream); err != nil {
+		return nil, err
+	}
+	if r.ids, err = anqicms.NewIdentifier(cfg.Auth.TokenSecret, cfg.Auth.SiteSecrets, 0); err != nil {
+		return nil, err
+	}
+	pass := proxy.NewPassThrough(r.up, int64(cfg.Server.MaxRequestBody), r.m, log)
+	detail := proxy.NewDetail(proxy.DetailOptions{
+		RenewWindow:   cfg.Auth.RenewWindow.Duration,
+		MaxBody:       int(cfg.Upstream.MaxBody),
+		StoreNegative: c.NegativeTTL.Duration > 0,
+	}, r.tiers, r.up, pass, r.ids, r.m, log)
+	r.watch = watch.New(watch.Options{
+		MaxWait:        cfg.Watch.MaxWait.Duration,
+		Heartbeat:      cfg.Watch.Heartbeat.Duration,
+		Recheck:        c.TTL.Duration,
+		MaxWatchers:    cfg.Watch.MaxWatchers,
+		MaxPerIdentity: cfg.Watch.MaxPerIdentity,
+	}, detail, r.m, log)
+	r.tiers.OnChange(r.watch.Changed)
+	r.pub = proxy.New(proxy.Options{
+		Server:    cfg.Server,
+		Detail:    detail,
+		Hooks:     proxy.NewWriteHooks(cfg.Invalidate, r.up, r.tiers, r.m, log),
+		Pass:      pass,
+		Watch:     r.watch,
+		Metrics:   r.m,
+		Log:       log,
+		ReplicaID: r.id,
+	})
+	r.admin = admin.New(admin.Options{
+		Listen:   cfg.Admin.Listen,
+		Token:    func() string { return cfg.Admin.Token },
+		Pprof:    cfg.Admin.Pprof,
+		Gatherer: r.m.Registry,
+		Ready:    r.ready,
+		Purge:    r.purge,
+		Log:      log,
+	})
+	return r, nil
+}
+
+// NewRedisClient builds the one go-redis client a replica uses (single
+// node, Sentinel or Cluster, from redis.addrs and friends).
+func NewRedisClient(rc config.Redis) redis.UniversalClient {
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:         rc.Addrs,
+		MasterName:    rc.MasterName,
+		Username:      rc.Username,
+		Password:      rc.Password,
+		DB:            rc.DB,
+		IsClusterMode: rc.Cluster,
+		DialTimeout:   rc.DialTimeout.Duration,
+		ReadTimeout:   rc.Timeout.Duration,
+		WriteTimeout:  rc.Timeout.Duration,
+		PoolTimeout:   rc.Timeout.Duration,
+		PoolSize:      rc.PoolSize,
+		// A dead Redis must cost one short timeout, not three retries of
+		// one; the breaker takes it from there.
+		MaxRetries:            -1,
+		ContextTimeoutEnabled: true,
+	})
+}
+
+// Start binds both listeners and serves in the background. If Redis is
+// configured but down, it logs a warning and serves from L1 while the Redis
+// tier keeps reconnecting.
+func (r *Replica) Start() error {
+	if err := r.pub.Listen(); err != nil {
+		return err
+	}
+	if err := r.admin.Listen(); err != nil {
+		r.pub.Shutdown(context.Background())
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.bgCancel = cancel
+	if rt := r.tiers.Redis(); rt != nil {
+		rc := r.cfg.Redis
+		pctx, pcancel := context.WithTimeout(ctx, rc.DialTimeout.Duration+rc.Timeout.Duration)
+		if perr := r.rdb.Ping(pctx).Err(); perr != nil {
+			// go-redis reports a refused dial as a deadline; a plain dial
+			// tells the operator what is actually wrong.
+			if c, derr := net.DialTimeout("tcp", rc.Addrs[0], rc.DialTimeout.Duration); derr != nil {
+				perr = derr
+			} else {
+				c.Close()
+			}
+			r.log.Warn(fmt.Sprintf("redis.addrs[0] %s: %v — serving from memory, reconnecting in the background", rc.Addrs[0], perr))
+		}
+		pcancel()
+		r.goBackground(func() { rt.Run(ctx) })
+	}
+	r.goBackground(func() {
+		if err := r.pub.Serve(); err != nil {
+			r.log.Error("public listener stopped", "err", err)
+		}
+	})
+	r.goBackground(func() {
+		if err := r.admin.Serve(); err != nil {
+			r.log.Error("admin listener stopped", "err", err)
+		}
+	})
+	r.log.Info("anqi-edge listening", "public", r.pub.Addr(), "admin", r.admin.Addr(),
+		"upstream", r.cfg.Upstream.URL, "redis", r.cfg.Redis.Addrs, "replica", r.id)
+	return nil
+}
+
+func (r *Replica) goBackground(f func()) {
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		f()
+	}()
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then stops the admin listener, background refreshes and the Redis tier.
+func (r *Replica) Shutdown(ctx context.Context) error {
+	r.admin.Drain()
+	// Watchers first: long-polls answer 304 and event streams end, so the
+	// connection drain below is not held up by them.
+	r.watch.Close()
+	err := r.pub.Shutdown(ctx)
+	aerr := r.admin.Shutdown(ctx)
+	// Refreshes may still be talking to Redis: wait for them before
+	// closing it.
+	terr := r.tiers.Close(ctx)
+	if r.bgCancel != nil {
+		r.bgCancel()
+	}
+	r.bg.Wait()
+	if r.rdb != nil {
+		r.rdb.Close()
+	}
+	r.ids.Close()
+	return errors.Join(err, aerr, terr)
+}
+
+// Addr is the public listener's address; AdminAddr the admin one's.
+func (r *Replica) Addr() string      { return r.pub.Addr() }
+func (r *Replica) AdminAddr() string { return r.admin.Addr() }
+
+// Handler is the public listener's handler (benchmarks call it directly).
+func (r *Replica) Handler() fasthttp.RequestHandler { return r.pub.Handler() }
+
+// ID tells this replica's pub/sub messages and request ids apart.
+func (r *Replica) ID() string { return r.id }
+
+// Tiers are the cache tiers (the purge CLI and tests use them).
+func (r *Replica) Tiers() *cache.Tiers { return r.tiers }
+
+// Metrics are the collectors.
+func (r *Replica) Metrics() *metrics.Metrics { return r.m }
+
+// Watch is the watch endpoints (tests end them as Shutdown does first).
+func (r *Replica) Watch() *watch.Watch { return r.watch }
+
+func (r *Replica) purge(ctx context.Context, order int64) (bool, error) {
+	r.m.Invalidations.WithLabelValues("purge").Inc()
+	return r.tiers.Invalidate(ctx, order)
+}
+
+// readiness is what /readyz reports beside its status.
+type readiness struct {
+	Upstream struct {
+		URL       string `json:"url"`
+		Reachable bool   `json:"reachable"`
+		Error     string `json:"error,omitempty"`
+	} `json:"upstream"`
+	Redis any `json:"redis"`
+	L1    struct {
+		Bytes   int64 `json:"bytes"`
+		Entries int64 `json:"entries"`
+	} `json:"l1"`
+}
+
+func (r *Replica) ready(ctx context.Context) any {
+	var rd readiness
+	rd.Upstream.URL = r.cfg.Upstream.URL
+	if conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.up.Addr()); err != nil {
+		rd.Upstream.Error = err.Error()
+	} else {
+		rd.Upstream.Reachable = true
+		conn.Close()
+	}
+	if rt := r.tiers.Redis(); rt != nil {
+		rd.Redis = rt.Status(ctx)
+	} else {
+		rd.Redis = "disabled"
+	}
+	rd.L1.Bytes, rd.L1.Entries = r.tiers.L1().Size()
+	return rd
+}
+
+// RedisLogger adapts slog for go-redis's process-wide logger: go-redis
+// logs every failed reconnect (about once a second while Redis is down)
+// with the standard logger; the process sends them to its log at debug.
+type RedisLogger struct{ L *slog.Logger }
+
+// Printf implements go-redis's internal logging interface.
+func (l RedisLogger) Printf(_ context.Context, format string, args ...any) {
+	l.L.Debug(fmt.Sprintf(format, args...), "component", "go-redis")
+}
