@@ -131,7 +131,9 @@ func (c *conn) get(t *testing.T) string {
 	return string(b)
 }
 
-func (c *conn) serial() string { return c.c.ConnectionState().PeerCertificates[0].SerialNumber.String() }
+func (c *conn) serial() string {
+	return c.c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
