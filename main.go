@@ -43,6 +43,9 @@ func run(args, environ []string, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "purge" {
 		return purge(args[1:], environ, stderr)
 	}
+	if len(args) > 0 && args[0] == "check" {
+		return checkCmd(args[1:], environ, stderr)
+	}
 	fl := flag.NewFlagSet("anqi-edge", flag.ContinueOnError)
 	// The flag package follows its error with the whole usage text; an
 	// operator gets one line naming the bad flag instead, usage on -h.

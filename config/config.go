@@ -24,6 +24,7 @@ type Config struct {
 	Cache      Cache            `toml:"cache"`
 	Watch      Watch            `toml:"watch"`
 	Log        Log              `toml:"log"`
+	Static     Static           `toml:"static"` // issue 12: see tls_static.go
 	Invalidate []InvalidateRule `toml:"invalidate"`
 }
 
@@ -47,6 +48,19 @@ type Server struct {
 	// Concurrency is the maximum number of concurrent connections.
 	// Default 262144.
 	Concurrency int `toml:"concurrency"`
+
+	// --- TLS on the public listener (issue 12) ---
+
+	// TLSCert is a PEM certificate file (chain: leaf first); with TLSKey set
+	// the public listener speaks TLS 1.2+ only. Re-read when the file
+	// changes. Default "" (plain HTTP).
+	TLSCert string `toml:"tls_cert"`
+	// TLSKey is the PEM private key file of TLSCert. Default "".
+	TLSKey string `toml:"tls_key"`
+	// RedirectHTTP is a second, plain listener (host:port) that answers
+	// every request with 308 to the same URL on https; needs TLSCert.
+	// Default "" (off).
+	RedirectHTTP string `toml:"redirect_http"`
 }
 
 // Upstream is AnqiCMS, the origin behind anqi-edge.
@@ -105,6 +119,20 @@ type Redis struct {
 	// InvalidationQueue is how many order ids are queued for Redis while it
 	// is unreachable. Default 10000.
 	InvalidationQueue int `toml:"invalidation_queue"`
+
+	// --- Redis over TLS (issue 12) ---
+
+	// TLS connects to Redis (and Sentinel) over TLS. Default false.
+	TLS bool `toml:"tls"`
+	// TLSCA is a PEM file of CA certificates that signed the Redis server
+	// certificate; "" = the system roots. Default "".
+	TLSCA string `toml:"tls_ca"`
+	// TLSServerName is the name the Redis certificate must carry; "" = the
+	// host of each address dialed. Default "".
+	TLSServerName string `toml:"tls_server_name"`
+	// TLSInsecureSkipVerify accepts any Redis certificate. For tests only:
+	// it makes TLS worthless against an active attacker. Default false.
+	TLSInsecureSkipVerify bool `toml:"tls_insecure_skip_verify"`
 }
 
 // Admin is the private listener for health, metrics and purge.
@@ -272,5 +300,6 @@ func Default() *Config {
 			Format: "json",
 		},
 		Invalidate: BuiltinRules(),
+		// Static: off (Root "") by default.
 	}
 }

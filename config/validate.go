@@ -82,6 +82,8 @@ func (c *Config) Validate() error {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 
+	c.validateTLSStatic(&v) // issue 12: tls_static.go
+
 	seen := make(map[string]int)
 	for i, r := range c.Invalidate {
 		key := fmt.Sprintf("invalidate[%d]", i)

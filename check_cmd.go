@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"anqi-edge/check"
+	"anqi-edge/config"
+)
+
+// checkTimeout bounds a whole "anqi-edge check" run; each check has its
+// own, shorter bound inside it.
+const checkTimeout = time.Minute
+
+// checkExtras are checks other packages contribute to "anqi-edge check",
+// run after the built-in ones.
+//
+// EXTENSION POINT (CDC): append the binlog checks here, adapting
+// cdc.Check(ctx, opts) []CheckResult to check.Func, e.g.
+//
+//	func(ctx context.Context, cfg *config.Config) []check.Result {
+//		var out []check.Result
+//		for _, r := range cdc.Check(ctx, cdcOptions(cfg)) {
+//			out = append(out, check.Result{Name: r.Name, Err: r.Err})
+//		}
+//		return out
+//	}
+var checkExtras []check.Func
+
+// checkCmd is "anqi-edge check [-config FILE]", anqi-edge's nginx -t: it
+// validates FILE, then tries everything it names and prints one line per
+// check, "ok   WHAT" or "FAIL WHAT: REASON". Exit 0 only when all pass, 1
+// when any fails (an invalid file included), 2 on a bad command line.
+// Unlike a plain start, a missing FILE is a failure, never the embedded
+// default: the point is to check the file that will be used.
+func checkCmd(args, environ []string, stderr io.Writer) int {
+	fl := flag.NewFlagSet("anqi-edge check", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	path := fl.String("config", "config.toml", "config file to check")
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "usage: anqi-edge check [-config FILE]")
+			fl.SetOutput(stderr)
+			fl.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(stderr, "anqi-edge check: %v (see anqi-edge check -h)\n", err)
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "anqi-edge check: unexpected argument %q\n", fl.Arg(0))
+		return 2
+	}
+	cfg, err := config.Load(*path, environ)
+	if err != nil {
+		check.Write(stderr, []check.Result{{Name: "config " + *path, Err: err}})
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	results := append([]check.Result{{Name: "config " + *path}}, check.Run(ctx, cfg, check.Options{Extra: checkExtras})...)
+	if !check.Write(stderr, results) {
+		return 1
+	}
+	return 0
+}
