@@ -147,7 +147,11 @@ func purge(args, environ []string, stderr io.Writer) int {
 
 	if len(cfg.Redis.Addrs) > 0 {
 		rc := cfg.Redis
-		client := replica.NewRedisClient(rc)
+		client, err := cache.NewRedisClient(rc)
+		if err != nil {
+			fmt.Fprintf(stderr, "anqi-edge purge: %v\n", err)
+			return 2
+		}
 		defer client.Close()
 		r := cache.NewRedis(cache.RedisOptions{Client: client, Prefix: rc.KeyPrefix, Channel: rc.Channel, ReplicaID: "cli"})
 		if queued, err := r.Invalidate(ctx, *id); err != nil || queued {

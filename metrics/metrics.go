@@ -21,6 +21,7 @@ const (
 	RouteWrite       = "write"
 	RouteWatch       = "watch"
 	RouteEvents      = "events"
+	RouteStatic      = "static"
 )
 
 // Metrics is the set of collectors. Build one per process with New; tests

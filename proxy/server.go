@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,8 @@ import (
 // Options are what the public listener serves.
 type Options struct {
 	Server config.Server
+	// TLS, when set, makes the public listener speak TLS (server.tls_cert).
+	TLS    *tls.Config
 	Detail *Detail
 	Hooks  *WriteHooks
 	Pass   *PassThrough
@@ -79,6 +82,9 @@ func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.o.Server.Listen)
 	if err != nil {
 		return fmt.Errorf("server.listen %q: %w", s.o.Server.Listen, err)
+	}
+	if s.o.TLS != nil {
+		ln = tls.NewListener(ln, s.o.TLS)
 	}
 	s.ln = ln
 	return nil
@@ -163,6 +169,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		if s.o.Static != nil && s.o.Static.Serve(ctx) {
+			route = metrics.RouteStatic
 			return
 		}
 		s.o.Pass.Serve(ctx)

@@ -8,11 +8,13 @@ package replica
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,6 +27,8 @@ import (
 	"anqi-edge/config"
 	"anqi-edge/metrics"
 	"anqi-edge/proxy"
+	"anqi-edge/static"
+	"anqi-edge/tlscert"
 	"anqi-edge/watch"
 )
 
@@ -41,6 +45,11 @@ type Replica struct {
 	watch *watch.Watch
 	pub   *proxy.Server
 	admin *admin.Server
+	// certs serves server.tls_cert (nil: plain HTTP); redirect is the
+	// server.redirect_http listener (nil: none).
+	certs    *tlscert.Source
+	redirect *fasthttp.Server
+	static   *static.Handler // nil: static.root not set
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -80,7 +89,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		Log:     log,
 	}
 	if len(cfg.Redis.Addrs) > 0 {
-		r.rdb = NewRedisClient(cfg.Redis)
+		if r.rdb, err = cache.NewRedisClient(cfg.Redis); err != nil {
+			return nil, err
+		}
 		to.Redis = &cache.RedisOptions{
 			Client:          r.rdb,
 			Prefix:          cfg.Redis.KeyPrefix,
@@ -113,7 +124,23 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		MaxPerIdentity: cfg.Watch.MaxPerIdentity,
 	}, detail, r.m, log)
 	r.tiers.OnChange(r.watch.Changed)
+	var tlsConfig *tls.Config
+	if cfg.Server.TLSCert != "" {
+		if r.certs, err = tlscert.New(tlscert.Options{CertFile: cfg.Server.TLSCert, KeyFile: cfg.Server.TLSKey, Log: log}); err != nil {
+			return nil, err
+		}
+		tlsConfig = r.certs.Config()
+	}
+	var files proxy.Static
+	if cfg.Static.Root != "" {
+		if r.static, err = static.New(static.Options{Root: cfg.Static.Root}); err != nil {
+			return nil, err
+		}
+		files = r.static
+	}
 	r.pub = proxy.New(proxy.Options{
+		TLS:       tlsConfig,
+		Static:    files,
 		Server:    cfg.Server,
 		Detail:    detail,
 		Hooks:     proxy.NewWriteHooks(cfg.Invalidate, r.up, r.tiers, r.m, log),
@@ -133,28 +160,6 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		Log:      log,
 	})
 	return r, nil
-}
-
-// NewRedisClient builds the one go-redis client a replica uses (single
-// node, Sentinel or Cluster, from redis.addrs and friends).
-func NewRedisClient(rc config.Redis) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:         rc.Addrs,
-		MasterName:    rc.MasterName,
-		Username:      rc.Username,
-		Password:      rc.Password,
-		DB:            rc.DB,
-		IsClusterMode: rc.Cluster,
-		DialTimeout:   rc.DialTimeout.Duration,
-		ReadTimeout:   rc.Timeout.Duration,
-		WriteTimeout:  rc.Timeout.Duration,
-		PoolTimeout:   rc.Timeout.Duration,
-		PoolSize:      rc.PoolSize,
-		// A dead Redis must cost one short timeout, not three retries of
-		// one; the breaker takes it from there.
-		MaxRetries:            -1,
-		ContextTimeoutEnabled: true,
-	})
 }
 
 // Start binds both listeners and serves in the background. If Redis is
@@ -186,6 +191,17 @@ func (r *Replica) Start() error {
 		pcancel()
 		r.goBackground(func() { rt.Run(ctx) })
 	}
+	if r.certs != nil {
+		r.goBackground(func() { r.certs.Run(ctx) })
+	}
+	if r.cfg.Server.RedirectHTTP != "" {
+		if err := r.startRedirect(); err != nil {
+			cancel()
+			r.pub.Shutdown(context.Background())
+			r.admin.Shutdown(context.Background())
+			return err
+		}
+	}
 	r.goBackground(func() {
 		if err := r.pub.Serve(); err != nil {
 			r.log.Error("public listener stopped", "err", err)
@@ -198,6 +214,24 @@ func (r *Replica) Start() error {
 	})
 	r.log.Info("anqi-edge listening", "public", r.pub.Addr(), "admin", r.admin.Addr(),
 		"upstream", r.cfg.Upstream.URL, "redis", r.cfg.Redis.Addrs, "replica", r.id)
+	return nil
+}
+
+// startRedirect serves server.redirect_http: every plain request is sent
+// to the same URL on the TLS listener's port.
+func (r *Replica) startRedirect() error {
+	ln, err := net.Listen("tcp", r.cfg.Server.RedirectHTTP)
+	if err != nil {
+		return fmt.Errorf("server.redirect_http %q: %w", r.cfg.Server.RedirectHTTP, err)
+	}
+	_, p, _ := net.SplitHostPort(r.pub.Addr())
+	port, _ := strconv.Atoi(p)
+	r.redirect = tlscert.RedirectServer(port)
+	r.goBackground(func() {
+		if err := r.redirect.Serve(ln); err != nil {
+			r.log.Error("redirect listener stopped", "err", err)
+		}
+	})
 	return nil
 }
 
@@ -218,6 +252,12 @@ func (r *Replica) Shutdown(ctx context.Context) error {
 	r.watch.Close()
 	err := r.pub.Shutdown(ctx)
 	aerr := r.admin.Shutdown(ctx)
+	if r.redirect != nil {
+		aerr = errors.Join(aerr, r.redirect.ShutdownWithContext(ctx))
+	}
+	if r.static != nil {
+		r.static.Close()
+	}
 	// Refreshes may still be talking to Redis: wait for them before
 	// closing it.
 	terr := r.tiers.Close(ctx)
