@@ -42,5 +42,7 @@ bench-deps:
 
 # bench runs the load harness end to end (~5 min) and writes bench/README.md.
 # Shorter runs: BENCH_DURATION=3s BENCH_ROUNDS=1 make bench; BENCH_WRITE=0 leaves the README alone.
+# bench/ is a Go module of its own (anqi-edge/bench, the root by replace),
+# so the product's go.mod carries only what the product needs.
 bench:
-	BENCH_INVOKED="make bench" $(GO) run ./bench/cmd/edgebench
+	cd bench && BENCH_INVOKED="make bench" $(GO) run ./cmd/edgebench

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"anqi-edge/internal/procattr"
 )
 
 // demoRun is deploy/demo.sh running in its own process group.
@@ -54,7 +56,8 @@ func startDemo(t *testing.T, listen, admin, upstream string) *demoRun {
 	cmd := exec.Command("bash", "demo.sh")
 	cmd.Env = append(os.Environ(), "DEMO_LISTEN="+listen, "DEMO_ADMIN="+admin, "DEMO_UPSTREAM="+upstream,
 		"DEMO_EDGE_BIN="+edge, "DEMO_FAKE_BIN="+fake, "DEMO_READY_TIMEOUT=30")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
+	cmd.SysProcAttr.Setpgid = true
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"anqi-edge/internal/procattr"
 )
 
 // TestCompose_MariaDBFlagsAndCDCAccountWorkOnARealServer starts a private
@@ -71,7 +73,7 @@ func TestCompose_MariaDBFlagsAndCDCAccountWorkOnARealServer(t *testing.T) {
 		"--bind-address=127.0.0.1", "--port=" + strconv.Itoa(tcpPort), "--log-error=" + filepath.Join(dir, "err.log"),
 		"--pid-file=" + filepath.Join(dir, "pid")}, db.Command...)
 	srv := exec.Command(need["mariadbd"], args...)
-	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	srv.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}

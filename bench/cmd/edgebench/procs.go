@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"anqi-edge/internal/procattr"
 )
 
 // proc is one child process (anqi-edge, nginx, redis-server) with its
@@ -39,7 +41,9 @@ func startProc(name, dir, bin string, args ...string) (*proc, error) {
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = sysProcAttr()
+	// SIGTERM if edgebench dies, rather than SIGKILL, so the nginx master
+	// takes its workers down with it.
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGTERM)
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)

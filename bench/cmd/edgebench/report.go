@@ -110,7 +110,7 @@ func redisVersion() string {
 // invocation is the command as the user typed it: `make bench` sets
 // BENCH_INVOKED; the effective knobs are listed separately.
 func invocation() string {
-	cmd := "go run ./bench/cmd/edgebench"
+	cmd := "cd bench && go run ./cmd/edgebench"
 	if len(os.Args) > 1 {
 		cmd += " " + strings.Join(os.Args[1:], " ")
 	}
