@@ -2,7 +2,10 @@ module anqi-edge/bench
 
 go 1.26.8
 
-require anqi-edge v0.0.0
+require (
+	anqi-edge v0.0.0
+	github.com/valyala/fasthttp v1.78.0
+)
 
 require (
 	github.com/BurntSushi/toml v1.6.0 // indirect
@@ -19,7 +22,6 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
-	github.com/valyala/fasthttp v1.78.0 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -339,3 +340,36 @@ func (g *procGroup) stopAll() {
 }
 
 var errInterrupted = errors.New("interrupted")
+
+// buildCeiling compiles bench/cmd/ceiling (the bare fasthttp limit) into dir.
+func buildCeiling(ctx context.Context, root, dir string) (string, error) {
+	bin := filepath.Join(dir, "ceiling")
+	cmd := exec.CommandContext(ctx, tools["go"], "build", "-o", bin, "./cmd/ceiling")
+	cmd.Dir = filepath.Join(root, "bench")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build bench/cmd/ceiling: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// startCeiling starts the ceiling server replaying the answer origin gives
+// for token (a warm anqi-edge L1 hit) and returns it with its base URL.
+func startCeiling(ctx context.Context, dir, bin, origin, token string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProc("ceiling", dir, bin, "-listen", listen, "-origin", origin, "-token", token)
+	if err != nil {
+		return nil, "", err
+	}
+	u, _ := url.Parse(origin)
+	base := "http://" + listen
+	if err := p.waitReady(ctx, httpOK(base+u.RequestURI())); err != nil {
+		p.stop(2 * time.Second)
+		return nil, "", err
+	}
+	return p, base, nil
+}
