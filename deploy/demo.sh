@@ -122,7 +122,14 @@ wait_for "$fpid" "the fake AnqiCMS on $upstream" "$work/fake.log" http_answers "
 T=$(cat "$tok")
 
 # --- anqi-edge ---------------------------------------------------------------------
-ANQI_EDGE_SERVER_LISTEN=$listen \
+# It sees only the ANQI_EDGE_* variables set here: one left in the caller's
+# shell would change the demo or, naming no key, stop anqi-edge at start.
+unset_edge_env=()
+for v in $(compgen -e); do
+	case $v in ANQI_EDGE_*) unset_edge_env+=(-u "$v") ;; esac
+done
+env "${unset_edge_env[@]}" \
+	ANQI_EDGE_SERVER_LISTEN=$listen \
 	ANQI_EDGE_ADMIN_LISTEN=$admin \
 	ANQI_EDGE_ADMIN_TOKEN=demo-admin \
 	ANQI_EDGE_UPSTREAM_URL=http://$upstream \
