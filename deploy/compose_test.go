@@ -192,7 +192,7 @@ func TestCompose_WiresEdgeToAnqiCMSAndRedisWithHealthchecks(t *testing.T) {
 // composeEdgeParse runs config.Parse on what anqi-edge reads in compose: the
 // mounted config file with the service's environment. Until the config
 // package knows [cdc], the cdc keys are left out (and checked by shape in
-// TestCompose_MariaDBWritesARowBinlogThatTheCDCAccountCanRead).
+// TestCompose_MariaDBHasARowBinlogAndTheCDCAccountAnqiEdgeLogsInWith).
 func composeEdgeParse(t *testing.T, edge composeService) *config.Config {
 	t.Helper()
 	src, ok := composeMount(edge, configPath)
@@ -235,7 +235,7 @@ func mariadbFlags(t *testing.T, svc composeService) map[string]string {
 	return flags
 }
 
-func TestCompose_MariaDBWritesARowBinlogThatTheCDCAccountCanRead(t *testing.T) {
+func TestCompose_MariaDBHasARowBinlogAndTheCDCAccountAnqiEdgeLogsInWith(t *testing.T) {
 	services := composeServices(t)
 	edge, db := services["anqi-edge"], services["mariadb"]
 
