@@ -2,12 +2,18 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: help build test demo fake
+.PHONY: help build test demo fake image
+
+# The container image: one name everywhere (deploy/docker-compose.yml and
+# deploy/k8s/deployment.yaml use it; a test in deploy/ keeps them equal).
+VERSION ?= 0.1.0
+IMAGE ?= anqi-edge/anqi-edge:$(VERSION)
 
 help:
 	@echo "build  - go build -o anqi-edge ."
 	@echo "test   - go test -race ./... (needs redis-server; see .ci/run)"
 	@echo "demo   - fake AnqiCMS on :8001 + anqi-edge on :8080, with example curl lines"
+	@echo "image  - docker build the container image $(IMAGE)"
 	@echo "bench  - load benchmark against nginx proxy_cache (run 'make bench-deps' once)"
 
 build:
@@ -18,6 +24,9 @@ test:
 
 fake:
 	$(GO) build -o fake-anqicms ./cmd/fake-anqicms
+
+image:
+	docker build -f deploy/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE) .
 
 # demo runs a fake AnqiCMS and anqi-edge in the foreground; Ctrl-C stops both.
 demo: build fake
@@ -33,5 +42,7 @@ bench-deps:
 
 # bench runs the load harness end to end (~5 min) and writes bench/README.md.
 # Shorter runs: BENCH_DURATION=3s BENCH_ROUNDS=1 make bench; BENCH_WRITE=0 leaves the README alone.
+# bench/ is a Go module of its own (anqi-edge/bench, the root by replace),
+# so the product's go.mod carries only what the product needs.
 bench:
-	BENCH_INVOKED="make bench" $(GO) run ./bench/cmd/edgebench
+	cd bench && BENCH_INVOKED="make bench" $(GO) run ./cmd/edgebench

@@ -24,10 +24,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"anqi-edge/internal/procattr"
 )
 
 // SharedEnv names the environment variable holding the address of a shared,
@@ -247,7 +250,7 @@ func (s *Server) start(port int) error {
 	// copying goroutines exist.
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
 	err = cmd.Start()
 	logf.Close() // the child holds its own descriptor
 	if err != nil {

@@ -10,8 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"anqi-edge/internal/procattr"
 )
 
 // TLSFiles are the PEM files a TLS redis-server is started with.
@@ -84,7 +87,7 @@ func (s *TLSServer) start(t testing.TB, bin, dir string, port int, f TLSFiles, c
 	)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
 	err = cmd.Start()
 	logf.Close()
 	if err != nil {

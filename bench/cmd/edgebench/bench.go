@@ -22,6 +22,8 @@ import (
 const (
 	detailPath  = "/api/communication/order/detail"
 	tokenSecret = "edgebench-secret"
+	// ceilingLabel names the bench/cmd/ceiling row of the hot-key table.
+	ceilingLabel = "bare fasthttp ceiling (same bytes, one map lookup)"
 )
 
 // target is one system under test, addressed by its detail URL.
@@ -132,8 +134,12 @@ func bench(ctx context.Context, o options) (err error) {
 	res.env.tree = gitState(root)
 	logf("machine: %d CPUs, %s, %s; %s; %s; %s", res.env.nproc, res.env.cpu, res.env.kernel, res.env.goVersion, res.env.nginx, res.env.wrk)
 
-	logf("building anqi-edge")
+	logf("building anqi-edge and the bare fasthttp ceiling")
 	bin, err := buildEdge(ctx, root, dir)
+	if err != nil {
+		return err
+	}
+	ceilingBin, err := buildCeiling(ctx, root, dir)
 	if err != nil {
 		return err
 	}
@@ -191,6 +197,19 @@ func bench(ctx context.Context, o options) (err error) {
 	}
 	procs.add(np)
 
+	// The ceiling replays anqi-edge L1's own hit for the hot order, so it is
+	// started once L1 holds it.
+	l1Hot := target{base: edges[0].base}.url(hotOrder)
+	if _, _, err := warm(ctx, target{label: specs[0].label, base: edges[0].base}, hotOrder, token); err != nil {
+		return err
+	}
+	logf("starting the bare fasthttp ceiling (replays %s)", l1Hot)
+	cp, ceilingBase, err := startCeiling(ctx, dir, ceilingBin, l1Hot, token)
+	if err != nil {
+		return err
+	}
+	procs.add(cp)
+
 	targets := []target{
 		{name: "l1", label: specs[0].label, base: edges[0].base, edge: edges[0], pid: edges[0].proc.cmd.Process.Pid},
 		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.cmd.Process.Pid},
@@ -198,6 +217,8 @@ func bench(ctx context.Context, o options) (err error) {
 		{name: "nginx", label: "nginx proxy_cache", base: fmt.Sprintf("http://127.0.0.1:%d", nports.hot), pid: np.cmd.Process.Pid, tree: true},
 		// The fake runs in this process, which is otherwise idle during the run.
 		{name: "direct", label: "direct (fake AnqiCMS, no cache)", base: fakeBase, pid: os.Getpid()},
+		// The limit: fasthttp answering L1's bytes after one map lookup.
+		{name: "ceiling", label: ceilingLabel, base: ceilingBase, pid: cp.cmd.Process.Pid},
 	}
 
 	// Reference body straight from the fake; every cache must serve it byte for byte.
@@ -248,10 +269,12 @@ func bench(ctx context.Context, o options) (err error) {
 				r.ServerCPU.Seconds()/r.Wall.Seconds(), r.ClientCPU.Seconds()/r.Wall.Seconds(), up, r.Non2xx, r.SockErrs)
 		}
 	}
-	l1, ng := res.hot[0], res.hot[3]
+	l1, ng, ceil := res.hot[0], res.hot[3], res.hot[5]
 	ratio := l1.medianRPS() / ng.medianRPS()
 	logf("anqi-edge L1 / nginx: %.2fx req/s, %.2fx req per CPU-second; p99 %s vs %s", ratio,
 		l1.medianPerCore()/ng.medianPerCore(), fmtDur(l1.medianP99()), fmtDur(ng.medianP99()))
+	logf("anqi-edge L1 / bare fasthttp ceiling: %.2fx req/s, %.2fx req per CPU-second", l1.medianRPS()/ceil.medianRPS(),
+		l1.medianPerCore()/ceil.medianPerCore())
 
 	// 2. CPU profile of anqi-edge L1 under the same load, when it falls short.
 	if o.profile == "always" || (o.profile == "auto" && (ratio < 1.5 || l1.medianP99() > ng.medianP99())) {

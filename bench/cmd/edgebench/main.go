@@ -15,7 +15,7 @@
 //
 // Run it with `make bench` (after `make bench-deps`), or
 //
-//	go run ./bench/cmd/edgebench [-duration 10s] [-rounds 3] [-write=false]
+//	cd bench && go run ./cmd/edgebench [-duration 10s] [-rounds 3] [-write=false]
 //
 // BENCH_DURATION, BENCH_ROUNDS, BENCH_POLL_DURATION, BENCH_PROFILE
 // (auto|always|never) and BENCH_WRITE (0 = do not touch bench/README.md)
@@ -149,7 +149,7 @@ func envString(key, def string) string {
 }
 
 // moduleRoot finds the directory of anqi-edge's go.mod above the working
-// directory.
+// directory: the product's module, not bench's own (anqi-edge/bench).
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
@@ -157,7 +157,7 @@ func moduleRoot() (string, error) {
 	}
 	for range 64 {
 		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), "module anqi-edge") {
+		if err == nil && isRootModule(b) {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)
@@ -166,7 +166,17 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
-	return "", errors.New("run edgebench inside the anqi-edge module (no go.mod with module anqi-edge above the working directory)")
+	return "", errors.New("run edgebench inside the anqi-edge repository (no go.mod with module anqi-edge above the working directory)")
+}
+
+// isRootModule reports whether a go.mod declares the module anqi-edge itself.
+func isRootModule(gomod []byte) bool {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`) == "anqi-edge"
+		}
+	}
+	return false
 }
 
 // tools holds the paths of the external programs, filled by needTools.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"anqi-edge/internal/procattr"
 )
 
 // proc is one child process (anqi-edge, nginx, redis-server) with its
@@ -39,7 +42,9 @@ func startProc(name, dir, bin string, args ...string) (*proc, error) {
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = childEnv()
-	cmd.SysProcAttr = sysProcAttr()
+	// SIGTERM if edgebench dies, rather than SIGKILL, so the nginx master
+	// takes its workers down with it.
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGTERM)
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -335,3 +340,36 @@ func (g *procGroup) stopAll() {
 }
 
 var errInterrupted = errors.New("interrupted")
+
+// buildCeiling compiles bench/cmd/ceiling (the bare fasthttp limit) into dir.
+func buildCeiling(ctx context.Context, root, dir string) (string, error) {
+	bin := filepath.Join(dir, "ceiling")
+	cmd := exec.CommandContext(ctx, tools["go"], "build", "-o", bin, "./cmd/ceiling")
+	cmd.Dir = filepath.Join(root, "bench")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build bench/cmd/ceiling: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// startCeiling starts the ceiling server replaying the answer origin gives
+// for token (a warm anqi-edge L1 hit) and returns it with its base URL.
+func startCeiling(ctx context.Context, dir, bin, origin, token string) (*proc, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProc("ceiling", dir, bin, "-listen", listen, "-origin", origin, "-token", token)
+	if err != nil {
+		return nil, "", err
+	}
+	u, _ := url.Parse(origin)
+	base := "http://" + listen
+	if err := p.waitReady(ctx, httpOK(base+u.RequestURI())); err != nil {
+		p.stop(2 * time.Second)
+		return nil, "", err
+	}
+	return p, base, nil
+}

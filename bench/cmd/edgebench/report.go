@@ -110,7 +110,7 @@ func redisVersion() string {
 // invocation is the command as the user typed it: `make bench` sets
 // BENCH_INVOKED; the effective knobs are listed separately.
 func invocation() string {
-	cmd := "go run ./bench/cmd/edgebench"
+	cmd := "cd bench && go run ./cmd/edgebench"
 	if len(os.Args) > 1 {
 		cmd += " " + strings.Join(os.Args[1:], " ")
 	}
@@ -150,22 +150,24 @@ func (r *results) markdown() string {
 		"Compare rows of one run, not runs on different machines.\n\n", r.env.nproc)
 
 	// Hot key.
-	var l1, ng *hotResult
+	var l1, ng, ceil *hotResult
 	for _, h := range r.hot {
 		switch h.target.name {
 		case "l1":
 			l1 = h
 		case "nginx":
 			ng = h
+		case "ceiling":
+			ceil = h
 		}
 	}
 	w("### Hot key: cache hits on one order\n\n")
 	w("`wrk -t%d -c%d -d%s --latency -H \"token: T\" http://127.0.0.1:PORT%s?id=N` on the same warm URL for each system; "+
-		"%d round(s) interleaved (A B C D E, A B C D E, …) so noise hits every system alike; medians over the rounds. "+
+		"%d round(s) interleaved (A B C D E F, A B C D E F, …) so noise hits every system alike; medians over the rounds. "+
 		"The detail body is %d bytes on every system (checked byte for byte against the fake).\n\n",
 		o.threads, o.conns, strconv.Itoa(int(o.duration.Round(time.Second)/time.Second))+"s", detailPath, o.rounds, bodyBytes(r.hot))
-	w("| system | req/s (median) | p50 | p99 (median) | req/s per round | vs nginx | server CPU (cores) | req per CPU-second | vs nginx per CPU | bytes/answer | upstream calls |\n")
-	w("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
+	w("| system | req/s (median) | p50 | p99 (median) | req/s per round | vs nginx | vs ceiling | server CPU (cores) | req per CPU-second | vs nginx per CPU | bytes/answer | upstream calls |\n")
+	w("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	var wrkCPU, wrkWall float64
 	for _, h := range r.hot {
 		var per []string
@@ -182,9 +184,12 @@ func (r *results) markdown() string {
 				wrkWall += x.Wall.Seconds()
 			}
 		}
-		vs, vsCPU := "—", "—"
+		vs, vsCeil, vsCPU := "—", "—", "—"
 		if ng != nil && ng.medianRPS() > 0 {
 			vs = fmt.Sprintf("%.2f×", h.medianRPS()/ng.medianRPS())
+		}
+		if ceil != nil && ceil.medianRPS() > 0 {
+			vsCeil = fmt.Sprintf("%.2f×", h.medianRPS()/ceil.medianRPS())
 		}
 		if ng != nil && ng.medianPerCore() > 0 && h.medianPerCore() > 0 {
 			vsCPU = fmt.Sprintf("%.2f×", h.medianPerCore()/ng.medianPerCore())
@@ -201,8 +206,8 @@ func (r *results) markdown() string {
 		if bad > 0 {
 			label += fmt.Sprintf(" (%d non-2xx/socket errors)", bad)
 		}
-		w("| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", label, h.medianRPS(), fmtDur(h.medianP50()), fmtDur(h.medianP99()),
-			strings.Join(per, " / "), vs, cores, perCore, vsCPU, bpa, h.upstream)
+		w("| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", label, h.medianRPS(), fmtDur(h.medianP50()), fmtDur(h.medianP99()),
+			strings.Join(per, " / "), vs, vsCeil, cores, perCore, vsCPU, bpa, h.upstream)
 	}
 	if wrkWall > 0 {
 		w("\nServer CPU is the user + system time of the system's processes during each run (nginx: master and workers; "+
@@ -237,6 +242,10 @@ func (r *results) markdown() string {
 			w(" anqi-edge counted %.0f `X-Cache: HIT` answers for %d wrk requests.", l1.edgeHits, reqs)
 		}
 		w("\n")
+	}
+
+	if l1 != nil && ceil != nil {
+		w("\n%s", ceilingVerdict(l1, ceil))
 	}
 
 	// Storm.
@@ -356,4 +365,33 @@ func updateReadme(path, block string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// ceilingTarget is how close an anqi-edge L1 hit must stay to the bare
+// fasthttp ceiling (issue: "an L1 hit stays ≥ 0.9× of it").
+const ceilingTarget = 0.9
+
+// ceilingVerdict is the line under the hot-key table that compares anqi-edge
+// L1 with the bare fasthttp server answering the same bytes after one map
+// lookup: the limit of what a fasthttp server can do on this machine.
+func ceilingVerdict(l1, ceil *hotResult) string {
+	if ceil.medianRPS() <= 0 {
+		return "The bare fasthttp ceiling has no measurement in this run.\n"
+	}
+	ratio := l1.medianRPS() / ceil.medianRPS()
+	var per []string
+	for i := range min(len(l1.rounds), len(ceil.rounds)) {
+		if ceil.rounds[i].RPS > 0 {
+			per = append(per, fmt.Sprintf("%.2f×", l1.rounds[i].RPS/ceil.rounds[i].RPS))
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "**anqi-edge L1 hits / bare fasthttp ceiling: %.2f×** (per round: %s)", ratio, strings.Join(per, ", "))
+	if l1.medianPerCore() > 0 && ceil.medianPerCore() > 0 {
+		fmt.Fprintf(&b, "; per CPU-second **%.2f×** (%.1f µs vs %.1f µs of server CPU per request)", l1.medianPerCore()/ceil.medianPerCore(),
+			1e6/l1.medianPerCore(), 1e6/ceil.medianPerCore())
+	}
+	fmt.Fprintf(&b, ". The ceiling (`bench/cmd/ceiling`) is fasthttp answering L1's recorded hit, headers and body, after one map lookup. "+
+		"Target ≥ %.1f×: **%s**.\n", ceilingTarget, verdict(ratio >= ceilingTarget))
+	return b.String()
 }

@@ -152,3 +152,92 @@ func TestProfileShares_ReadsCumulativePercentByFunction(t *testing.T) {
 		t.Fatalf("summary does not state the handler share and its Amdahl bound:\n%s", sum)
 	}
 }
+
+// bench is a module of its own (anqi-edge/bench); the harness must still
+// build and benchmark the product's module above it.
+func TestModuleRoot_IsTheProductModuleNotBenchs(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := filepath.Abs(filepath.Join("..", "..", ".."))
+	if root != want {
+		t.Errorf("moduleRoot() = %s, want %s (the directory of go.mod's module anqi-edge)", root, want)
+	}
+	for gomod, want := range map[string]bool{
+		"module anqi-edge\n\ngo 1.26\n":       true,
+		"// c\nmodule \"anqi-edge\"\n":        true,
+		"module anqi-edge/bench\n\ngo 1.26\n": false,
+		"module anqi-edgex\n":                 false,
+	} {
+		if got := isRootModule([]byte(gomod)); got != want {
+			t.Errorf("isRootModule(%q) = %v, want %v", gomod, got, want)
+		}
+	}
+}
+
+// hotRun is a hot-key result with one wrk round per rate, each 10 s long
+// with the given server CPU.
+func hotRun(name, label string, cpu time.Duration, rates ...float64) *hotResult {
+	h := &hotResult{target: target{name: name, label: label}, bodyBytes: 2600}
+	for _, r := range rates {
+		h.rounds = append(h.rounds, wrkResult{RPS: r, P50: 300 * time.Microsecond, P99: 2 * time.Millisecond,
+			Requests: int64(r * 10), BytesRead: r * 10 * 2900, Wall: 10 * time.Second, ServerCPU: cpu, ClientCPU: 5 * time.Second})
+	}
+	return h
+}
+
+func TestMarkdown_HotKeyTableHasTheCeilingRowAndTheRatioToIt(t *testing.T) {
+	r := &results{
+		opts: options{duration: 10 * time.Second, rounds: 3, threads: 2, conns: 64},
+		hot: []*hotResult{
+			hotRun("l1", "anqi-edge L1 only", 20*time.Second, 47000, 48000, 49000),
+			hotRun("l1redis", "anqi-edge L1 + Redis", 20*time.Second, 45000, 46000, 47000),
+			hotRun("redis", "anqi-edge Redis only", 20*time.Second, 30000, 31000, 32000),
+			hotRun("nginx", "nginx proxy_cache", 20*time.Second, 40000, 40000, 40000),
+			hotRun("direct", "direct (fake AnqiCMS, no cache)", 20*time.Second, 3000, 3000, 3000),
+			hotRun("ceiling", ceilingLabel, 19*time.Second, 50000, 50000, 50000),
+		},
+	}
+	md := r.markdown()
+	row := func(label string) []string {
+		for line := range strings.SplitSeq(md, "\n") {
+			if strings.HasPrefix(line, "| "+label+" |") {
+				return strings.Split(line, " | ")
+			}
+		}
+		t.Fatalf("no table row for %q in:\n%s", label, md)
+		return nil
+	}
+	head := row("system")
+	col := -1
+	for i, c := range head {
+		if c == "vs ceiling" {
+			col = i
+		}
+	}
+	if col < 0 {
+		t.Fatalf("hot-key table has no \"vs ceiling\" column: %q", head)
+	}
+	if got := row(ceilingLabel); got[1] != "50000" || got[col] != "1.00×" {
+		t.Errorf("ceiling row %q: want 50000 req/s and 1.00× of itself", got)
+	}
+	if got := row("anqi-edge L1 only")[col]; got != "0.96×" {
+		t.Errorf("L1 vs ceiling = %q, want 0.96× (48000 / 50000)", got)
+	}
+	for _, want := range []string{
+		"**anqi-edge L1 hits / bare fasthttp ceiling: 0.96×** (per round: 0.94×, 0.96×, 0.98×)",
+		"per CPU-second **0.91×** (41.7 µs vs 38.0 µs", // 24000 vs 26316 req per CPU-second
+		"Target ≥ 0.9×: **met**",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+
+	// Below the target, the line says so.
+	r.hot[0] = hotRun("l1", "anqi-edge L1 only", 20*time.Second, 40000, 40000, 40000)
+	if md := r.markdown(); !strings.Contains(md, "ceiling: 0.80×**") || !strings.Contains(md, "Target ≥ 0.9×: **NOT met**") {
+		t.Errorf("an L1 at 0.80× of the ceiling is not reported as missing the target:\n%s", md)
+	}
+}

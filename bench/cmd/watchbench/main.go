@@ -9,7 +9,7 @@
 // code as the binary) and the clients; a private redis-server is started
 // when one is on PATH (-redis auto). It is run by hand, not by `go test`:
 //
-//	go run ./bench/cmd/watchbench [-clients 200] [-duration 20s] [-interval 2s]
+//	cd bench && go run ./cmd/watchbench [-clients 200] [-duration 20s] [-interval 2s]
 //
 // and prints a Markdown table for bench/README.md ("Watch versus poll").
 package main
@@ -40,6 +40,7 @@ import (
 
 	"anqi-edge/anqicms/fake"
 	"anqi-edge/config"
+	"anqi-edge/internal/procattr"
 	"anqi-edge/proxy"
 	"anqi-edge/replica"
 	"anqi-edge/watch"
@@ -433,7 +434,7 @@ func startRedis(ctx context.Context, bin string) (string, string, func(), error)
 	}
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "no", "--daemonize", "no", "--dir", dir)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGTERM)
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return "", "", nil, err
@@ -490,7 +491,7 @@ func report(w io.Writer, o options, redisLabel string, started time.Time, result
 	fmt.Fprintf(w, "| | |\n|---|---|\n")
 	fmt.Fprintf(w, "| machine | %d CPUs, %s, %s |\n", runtime.NumCPU(), cpuModel(), kernel())
 	fmt.Fprintf(w, "| software | %s |\n", runtime.Version())
-	fmt.Fprintf(w, "| command | `%s` |\n", strings.TrimSpace("go run ./bench/cmd/watchbench "+strings.Join(os.Args[1:], " ")))
+	fmt.Fprintf(w, "| command | `%s` |\n", strings.TrimSpace("cd bench && go run ./cmd/watchbench "+strings.Join(os.Args[1:], " ")))
 	fmt.Fprintf(w, "| run | %s, load average %s at the end |\n", started.UTC().Format("2006-01-02 15:04 UTC"), loadAvg())
 	fmt.Fprintf(w, "| set-up | one anqi-edge in this process, Redis: %s; fake AnqiCMS with %v detail latency; `cache.ttl` 30s, `auth.token_secret` set, `watch.max_wait` %v, `watch.max_per_identity` %d |\n",
 		redisLabel, o.detailLatency, o.maxWait, o.clients)

@@ -1,0 +1,5 @@
+package procattr
+
+import "syscall"
+
+func pdeathsig(a *syscall.SysProcAttr) syscall.Signal { return a.Pdeathsig }
