@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"time"
 
@@ -39,21 +37,9 @@ var checkExtras []check.Func
 // default: the point is to check the file that will be used.
 func checkCmd(args, environ []string, stderr io.Writer) int {
 	fl := flag.NewFlagSet("anqi-edge check", flag.ContinueOnError)
-	fl.SetOutput(io.Discard)
 	path := fl.String("config", "config.toml", "config file to check")
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "usage: anqi-edge check [-config FILE]")
-			fl.SetOutput(stderr)
-			fl.PrintDefaults()
-			return 0
-		}
-		fmt.Fprintf(stderr, "anqi-edge check: %v (see anqi-edge check -h)\n", err)
-		return 2
-	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "anqi-edge check: unexpected argument %q\n", fl.Arg(0))
-		return 2
+	if code, ok := parseFlags(fl, args, stderr, "usage: anqi-edge check [-config FILE]"); !ok {
+		return code
 	}
 	cfg, err := config.Load(*path, environ)
 	if err != nil {

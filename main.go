@@ -47,23 +47,9 @@ func run(args, environ []string, stderr io.Writer) int {
 		return checkCmd(args[1:], environ, stderr)
 	}
 	fl := flag.NewFlagSet("anqi-edge", flag.ContinueOnError)
-	// The flag package follows its error with the whole usage text; an
-	// operator gets one line naming the bad flag instead, usage on -h.
-	fl.SetOutput(io.Discard)
 	path := fl.String("config", "config.toml", "config file")
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "usage: anqi-edge [-config FILE]\n       anqi-edge purge [-config FILE] -id N [-host H]")
-			fl.SetOutput(stderr)
-			fl.PrintDefaults()
-			return 0
-		}
-		fmt.Fprintf(stderr, "anqi-edge: %v (see anqi-edge -h)\n", err)
-		return 2
-	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "anqi-edge: unexpected argument %q\n", fl.Arg(0))
-		return 2
+	if code, ok := parseFlags(fl, args, stderr, usage); !ok {
+		return code
 	}
 	cfg, err := loadConfig(fl, *path, environ)
 	if err != nil {
@@ -97,6 +83,33 @@ func run(args, environ []string, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+const usage = `usage: anqi-edge [-config FILE]
+       anqi-edge check [-config FILE]
+       anqi-edge purge [-config FILE] -id N [-host H]`
+
+// parseFlags parses a command's flags. The flag package follows its error
+// with the whole usage text; an operator gets one line naming the bad flag
+// instead, and the usage on -h. When it reports false, the command ends
+// with code (0 for -h, 2 for a bad command line).
+func parseFlags(fl *flag.FlagSet, args []string, stderr io.Writer, usage string) (code int, ok bool) {
+	fl.SetOutput(io.Discard)
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, usage)
+			fl.SetOutput(stderr)
+			fl.PrintDefaults()
+			return 0, false
+		}
+		fmt.Fprintf(stderr, "%s: %v (see %s -h)\n", fl.Name(), err, fl.Name())
+		return 2, false
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", fl.Name(), fl.Arg(0))
+		return 2, false
+	}
+	return 0, true
 }
 
 // loadConfig reads path; when -config was not given and the default file is

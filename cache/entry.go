@@ -1,9 +1,3 @@
-// Package cache holds order-detail answers in two tiers: an in-process L1
-// (otter, bounded by bytes) in front of Redis shared by every replica. Both
-// tiers are guarded by generations: invalidating an order bumps its
-// generation, and a fill only lands if the generation it read before calling
-// AnqiCMS is still current, so a slow fill can never resurrect an answer
-// that an invalidation has already dropped.
 package cache
 
 import (

@@ -1,3 +1,11 @@
+// Package cache is the load story of an order detail: L1 then Redis,
+// guarded by generations. Tiers.Get looks in the in-process L1 (otter,
+// bounded by bytes); on a miss, one flight per key reads Redis, shared by
+// every replica, and only then asks the caller's Loader (AnqiCMS), storing
+// what it got in both tiers. Invalidating an order bumps its generation in
+// both tiers, and a fill lands only if the generation it read before asking
+// the origin is still current, so a slow fill can never resurrect an answer
+// that an invalidation has already dropped.
 package cache
 
 import (

@@ -1247,3 +1247,65 @@ func TestDetail_MetricsAndReadyzShowCacheState(t *testing.T) {
 		t.Errorf("readyz does not show the cache state: %s", body)
 	}
 }
+
+// rewritingUpstream is the fake behind a layer that answers the detail of
+// order 1 with a redirect and passes everything else on.
+func rewritingUpstream(t *testing.T, target string) string {
+	t.Helper()
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/communication/order/detail" && r.URL.Query().Get("id") == "1" {
+			w.Header().Set("Location", "/api/communication/order/detail?id=1&lang=en")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestDetail_AnswersThatAreNotStoredKeepTheirHeaders(t *testing.T) {
+	base := edgetest.Start(t, edgetest.Options{Verify: true})
+	base.Fake.Seed(1, 1)
+	tok := base.Fake.Token(1, 24*3600e9)
+	up := rewritingUpstream(t, base.FakeURL)
+	_, edge, _ := base.Replica(t, func(c *config.Config) { c.Upstream.URL = up })
+	noRedirect := &http.Client{Transport: edgetest.Client.Transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest(http.MethodGet, edgetest.DetailURL(edge, 1), nil)
+	req.Header.Set("token", tok)
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTemporaryRedirect || resp.Header.Get("Location") == "" {
+		t.Fatalf("got HTTP %d Location %q, want AnqiCMS's 307 with its Location", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+func TestDetail_AnswerOverMaxBodyIsStreamedThroughNotStored(t *testing.T) {
+	env := edgetest.Start(t, edgetest.Options{Verify: true, Config: func(c *config.Config) {
+		c.Upstream.MaxBody = 256 // smaller than any order detail
+	}})
+	env.Fake.Seed(1, 1)
+	tok := env.Fake.Token(1, 24*3600e9)
+	_, direct := edgetest.Get(t, edgetest.DetailURL(env.FakeURL, 1), "token: "+tok)
+	for i := range 2 {
+		resp, body := edgetest.Get(t, edgetest.DetailURL(env.URL, 1), "token: "+tok)
+		if resp.StatusCode != 200 || string(body) != string(direct) {
+			t.Fatalf("read %d: HTTP %d, body differs from AnqiCMS's (%d vs %d bytes)", i, resp.StatusCode, len(body), len(direct))
+		}
+		if x := resp.Header.Get("X-Cache"); x != "BYPASS" {
+			t.Fatalf("read %d: X-Cache %q, want BYPASS (too large to store)", i, x)
+		}
+	}
+	if n := env.Fake.Calls("/api/communication/order/detail"); n < 3 {
+		t.Fatalf("upstream saw %d detail calls, want every read to go upstream (nothing stored)", n)
+	}
+	if !strings.Contains(string(direct), `"code":0`) {
+		t.Fatalf("direct answer is not a code 0 detail: %.80s", direct)
+	}
+}

@@ -825,3 +825,31 @@ func TestInvalidate_FailedWritesLeaveTheEntry(t *testing.T) {
 	}
 	survives("unparsable writes")
 }
+
+func TestInvalidate_WriteBodyIsReadTheWayAnqiCMSBindsIt(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, nil)
+	title := func() string {
+		var v struct {
+			Data struct {
+				Title string `json:"title"`
+			} `json:"data"`
+		}
+		json.Unmarshal(invRead(t, env.URL, 2, tok).body, &v)
+		return v.Data.Title
+	}
+	cases := []struct{ name, ctype, body, want string }{
+		// A JSON endpoint accepts a form body too; the hook must find the id.
+		{"form body on a json rule", "application/x-www-form-urlencoded", "id=2&title=from-a-form", "from-a-form"},
+		// Go binds JSON keys case-insensitively, the last one winning.
+		{"differently cased key", "application/json", `{"ID":2,"title":"cased"}`, "cased"},
+	}
+	for _, c := range cases {
+		invWarm(t, env.URL, 2, tok)
+		if st, code := invPost(t, env.URL+"/api/communication/order/update", c.ctype, c.body, tok); st != 200 || code != 0 {
+			t.Fatalf("%s: update answered HTTP %d code %d", c.name, st, code)
+		}
+		if got := title(); got != c.want {
+			t.Fatalf("%s: next read shows title %q, want %q (the write was not invalidated)", c.name, got, c.want)
+		}
+	}
+}

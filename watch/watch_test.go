@@ -1122,3 +1122,28 @@ func TestWatch_AnonymousIsForwardedAsADetailReadAndNotSubscribed(t *testing.T) {
 		}
 	})
 }
+
+func TestWatch_EventStreamEndsWhenTheTokenEntersItsRenewalWindow(t *testing.T) {
+	env := edgetest.Start(t, edgetest.Options{Verify: true})
+	env.Fake.Seed(1, 1)
+	// One second of cacheable life left before auth.renew_window (1h).
+	tok := env.Fake.Token(1, 3600e9+2e9)
+	req, _ := http.NewRequest(http.MethodGet, env.URL+"/api/communication/order/events?id=1", nil)
+	req.Header.Set("token", tok)
+	client := &http.Client{Timeout: 10e9, Transport: edgetest.Client.Transport}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("Content-Type %q, want an event stream", ct)
+	}
+	var sb strings.Builder
+	if _, err := io.Copy(&sb, resp.Body); err != nil {
+		t.Fatalf("stream did not end cleanly before the client timeout: %v (read %q)", err, sb.String())
+	}
+	if !strings.Contains(sb.String(), "event: detail") || !strings.Contains(sb.String(), "retry:") {
+		t.Fatalf("stream %q: want the detail, then a retry hint when the token needs renewing", sb.String())
+	}
+}
