@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,7 +57,9 @@ func run(args, environ []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
 		return 2
 	}
-	log := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	level.UnmarshalText([]byte(cfg.Log.Level))
+	log := newLogger(cfg.Log, level, stderr)
 	slog.SetDefault(log)
 	// Process-wide, so set here and not per proxy.Server.
 	redis.SetLogger(replica.RedisLogger{L: log})
@@ -73,7 +76,35 @@ func run(args, environ []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
 		return 1
 	}
-	<-ctx.Done()
+	// SIGHUP and POST /admin/reload re-read the file (nginx -s reload).
+	reload := func() error {
+		next, err := loadConfig(fl, *path, environ)
+		if err == nil {
+			var restart []string
+			if restart, err = srv.Reload(next); err == nil {
+				level.UnmarshalText([]byte(next.Log.Level))
+				if len(restart) > 0 {
+					log.Warn("config reloaded; these keys need a restart and keep their old value: "+strings.Join(restart, ", "), "keys", restart)
+				} else {
+					log.Info("config reloaded")
+				}
+				return nil
+			}
+		}
+		log.Error("config reload refused; the running config stays: "+err.Error(), "err", err)
+		return err
+	}
+	srv.SetReloader(reload)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			reload()
+		}
+	}
 	stop()
 	log.Info("shutting down", "grace", cfg.Server.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace.Duration)
@@ -124,9 +155,7 @@ func loadConfig(fl *flag.FlagSet, path string, environ []string) (*config.Config
 	return cfg, err
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	level.UnmarshalText([]byte(c.Level))
+func newLogger(c config.Log, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))

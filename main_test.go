@@ -260,9 +260,6 @@ func (e *edge) logs() string {
 // server.shutdown_grace, and waits until it listens.
 func startBinary(t *testing.T, upstream string, grace time.Duration) *edge {
 	t.Helper()
-	bin := binary(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "config.toml")
 	conf := fmt.Sprintf(`
 [server]
 listen = "127.0.0.1:0"
@@ -280,6 +277,17 @@ listen = "127.0.0.1:0"
 [log]
 level = "info"
 `, grace.String(), upstream)
+	e, _ := startBinaryConfig(t, conf)
+	return e
+}
+
+// startBinaryConfig runs anqi-edge with conf as its config file (which it
+// returns the path of) and waits until it listens.
+func startBinaryConfig(t *testing.T, conf string) (*edge, string) {
+	t.Helper()
+	bin := binary(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +344,7 @@ level = "info"
 	case <-time.After(15 * time.Second):
 		t.Fatalf("anqi-edge did not listen within 15s:\n%s", e.logs())
 	}
-	return e
+	return e, path
 }
 
 func startFake(t *testing.T) (*fake.Server, string) {

@@ -17,7 +17,7 @@ const l1Slots = 1 << 16
 // invalidating an order or clearing L1 is a counter bump, not a scan.
 type L1 struct {
 	c     *otter.Cache[Key, *l1Item] // nil when cache.memory.max_bytes = 0
-	fresh time.Duration              // cache.memory.ttl
+	fresh atomic.Int64               // cache.memory.ttl, nanoseconds (a reload may change it)
 	gens  [l1Slots]atomic.Uint64
 	epoch atomic.Uint64
 }
@@ -37,7 +37,8 @@ type Gen struct{ Slot, Epoch uint64 }
 // an L1 copy may be served without consulting Redis; keep is how long it is
 // kept at all (as a fallback when AnqiCMS fails).
 func NewL1(maxBytes int64, fresh, keep time.Duration) (*L1, error) {
-	l := &L1{fresh: fresh}
+	l := &L1{}
+	l.fresh.Store(int64(fresh))
 	if maxBytes <= 0 {
 		return l, nil
 	}
@@ -78,7 +79,7 @@ func (l *L1) Get(k Key, now int64) (e *Entry, fresh bool) {
 	if !ok || it.gen != l.Gen(k.Order) {
 		return nil, false
 	}
-	return it.e, now-it.inserted < int64(l.fresh)
+	return it.e, now-it.inserted < l.fresh.Load()
 }
 
 // Set stores e under k if order's generation is still g. The check and the
@@ -91,6 +92,10 @@ func (l *L1) Set(k Key, e *Entry, g Gen, now int64) bool {
 	l.c.Set(k, &l1Item{e: e, gen: g, inserted: now})
 	return true
 }
+
+// SetFresh changes how long an L1 copy is served without asking Redis
+// (cache.memory.ttl, on reload).
+func (l *L1) SetFresh(d time.Duration) { l.fresh.Store(int64(d)) }
 
 // Invalidate makes every identity's entry for order invalid at once.
 func (l *L1) Invalidate(order int64) { l.gens[slot(order)].Add(1) }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -105,9 +106,10 @@ type TiersOptions struct {
 // guarded by the order's generation. Invalidate is the one place an order
 // is dropped, whatever asked for it.
 type Tiers struct {
-	l1      *L1
-	redis   *Redis // nil: L1 only
-	policy  Policy
+	l1    *L1
+	redis *Redis // nil: L1 only
+	// policy is swapped whole by a reload; readers load it once per use.
+	policy  atomic.Pointer[Policy]
 	budget  time.Duration
 	wait    time.Duration
 	m       *metrics.Metrics
@@ -144,8 +146,9 @@ func NewTiers(o TiersOptions) *Tiers {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New(o.L1.Size)
 	}
-	t := &Tiers{l1: o.L1, policy: o.Policy, budget: o.RedisBudget, wait: o.Wait,
+	t := &Tiers{l1: o.L1, budget: o.RedisBudget, wait: o.Wait,
 		m: o.Metrics, log: o.Log, refreshing: map[Key]struct{}{}}
+	t.SetPolicy(o.Policy)
 	if o.Redis != nil {
 		ro := *o.Redis
 		ro.OnRemoteInvalidate, ro.OnClear = t.Remote, t.Clear
@@ -165,7 +168,11 @@ func (t *Tiers) L1() *L1       { return t.l1 }
 func (t *Tiers) Redis() *Redis { return t.redis }
 
 // Policy is the freshness policy in force.
-func (t *Tiers) Policy() *Policy { return &t.policy }
+func (t *Tiers) Policy() Policy { return *t.policy.Load() }
+
+// SetPolicy replaces the freshness policy (a reload); entries already
+// stored are judged by the new one from the next read on.
+func (t *Tiers) SetPolicy(p Policy) { t.policy.Store(&p) }
 
 // Get returns key's answer. A fresh L1 entry returns at once and without
 // allocating; a stale one is returned while one background refresh runs;
@@ -173,7 +180,7 @@ func (t *Tiers) Policy() *Policy { return &t.policy }
 func (t *Tiers) Get(ctx context.Context, key Key, c Caller) (Result, error) {
 	now := time.Now().UnixNano()
 	if e, fresh := t.l1.Get(key, now); e != nil && fresh {
-		switch t.policy.State(e, now) {
+		switch t.policy.Load().State(e, now) {
 		case Fresh:
 			t.m.L1Hit.Inc()
 			return Result{Entry: e, Outcome: Hit}, nil
@@ -283,10 +290,11 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 	// (singleflight only joins flights still running). Without this check
 	// that request would reach the origin a second time, and a burst of
 	// stale-while-revalidate hits could start a second refresh.
+	policy := t.policy.Load()
 	now := time.Now().UnixNano()
 	var stale *Entry // usable only if the origin fails
 	if e, fresh := t.l1.Get(key, now); e != nil {
-		if fresh && t.policy.State(e, now) == Fresh {
+		if fresh && policy.State(e, now) == Fresh {
 			return Result{Entry: e, Outcome: Hit}, nil
 		}
 		stale = e
@@ -312,7 +320,7 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 			// this replica did not hear of.
 			stale = nil
 			now = time.Now().UnixNano()
-			switch t.policy.State(e, now) {
+			switch policy.State(e, now) {
 			case Fresh:
 				t.m.TierResults.WithLabelValues("redis", "hit").Inc()
 				t.l1.Set(key, e, g, now)
@@ -350,7 +358,7 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 	loaded, err := l.Load(context.Background(), key)
 	now = time.Now().UnixNano()
 	if err != nil {
-		if stale != nil && t.policy.State(stale, now) != Expired {
+		if stale != nil && policy.State(stale, now) != Expired {
 			return Result{Entry: stale, Outcome: Stale}, nil
 		}
 		return Result{}, err
@@ -374,7 +382,7 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 func (t *Tiers) store(key Key, e *Entry, g Gen, rgen int64, now int64) {
 	if t.redis != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), t.budget)
-		stored, ferr := t.redis.Fill(rctx, key, e, rgen, t.policy.Keep(e))
+		stored, ferr := t.redis.Fill(rctx, key, e, rgen, t.policy.Load().Keep(e))
 		cancel()
 		switch {
 		case ferr != nil:
@@ -536,7 +544,7 @@ func (t *Tiers) Peek(key Key) (*Entry, Outcome) {
 	if e == nil || !fresh {
 		return nil, 0
 	}
-	switch t.policy.State(e, now) {
+	switch t.policy.Load().State(e, now) {
 	case Fresh:
 		return e, Hit
 	case Revalidate:

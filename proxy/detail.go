@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -53,7 +54,8 @@ type DetailOptions struct {
 // Detail answers GET/HEAD /api/communication/order/detail: parse the id,
 // identify the caller, derive the key, ask the cache tiers, answer.
 type Detail struct {
-	o     DetailOptions
+	// o is swapped whole by a reload.
+	o     atomic.Pointer[DetailOptions]
 	tiers *cache.Tiers
 	up    *Upstream
 	pass  *PassThrough
@@ -69,10 +71,14 @@ type Detail struct {
 // NewDetail wires the detail path.
 func NewDetail(o DetailOptions, tiers *cache.Tiers, up *Upstream, pass *PassThrough, ids *anqicms.Identifier,
 	m *metrics.Metrics, log *slog.Logger) *Detail {
-	d := &Detail{o: o, tiers: tiers, up: up, pass: pass, ids: ids, m: m, log: log}
+	d := &Detail{tiers: tiers, up: up, pass: pass, ids: ids, m: m, log: log}
+	d.SetOptions(o)
 	d.calls.New = func() any { return &originCall{d: d} }
 	return d
 }
+
+// SetOptions replaces the detail settings (a reload).
+func (d *Detail) SetOptions(o DetailOptions) { d.o.Store(&o) }
 
 // Serve is the fasthttp handler. A fresh L1 hit allocates nothing:
 // everything up to respond works on stack buffers and on slices fasthttp
@@ -138,7 +144,7 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 	// Anonymous requests are never cached: AnqiCMS, not anqi-edge, decides
 	// who is logged in. Tokens about to expire go through so AnqiCMS can
 	// send Update-Token.
-	if id.Kind == anqicms.Anonymous || (id.Expiry != 0 && time.Unix(id.Expiry, 0).Sub(now) < d.o.RenewWindow) {
+	if id.Kind == anqicms.Anonymous || (id.Expiry != 0 && time.Unix(id.Expiry, 0).Sub(now) < d.o.Load().RenewWindow) {
 		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
 	}
@@ -308,7 +314,7 @@ func (d *Detail) Admit(ctx *fasthttp.RequestCtx) (watch.Subject, bool) {
 	s := watch.Subject{Key: key, Caller: templateCaller{d: d, tmpl: d.upstreamRequest(ctx)}}
 	s.Owner = sha256.Sum256(append([]byte{byte(id.Kind)}, id.ID...))
 	if id.Expiry != 0 {
-		s.Renew = time.Unix(id.Expiry, 0).Add(-d.o.RenewWindow)
+		s.Renew = time.Unix(id.Expiry, 0).Add(-d.o.Load().RenewWindow)
 	}
 	return s, true
 }

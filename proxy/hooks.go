@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -22,7 +23,8 @@ import (
 // answer goes back, so the writer's next read sees the change. A write whose
 // outcome is unknown (no answer: timeout, reset) invalidates too.
 type WriteHooks struct {
-	rules []hookRule
+	// rules is swapped whole by a reload.
+	rules atomic.Pointer[[]hookRule]
 	up    *Upstream
 	inv   Invalidator
 	m     *metrics.Metrics
@@ -45,18 +47,27 @@ type Invalidator interface {
 // NewWriteHooks compiles the [[invalidate]] rules.
 func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, inv Invalidator, m *metrics.Metrics, log *slog.Logger) *WriteHooks {
 	w := &WriteHooks{up: up, inv: inv, m: m, log: log, budget: time.Second}
+	w.SetRules(rules)
+	return w
+}
+
+// SetRules replaces the [[invalidate]] rules (a reload); requests already
+// matched finish under the rule they matched.
+func (w *WriteHooks) SetRules(rules []config.InvalidateRule) {
+	compiled := make([]hookRule, 0, len(rules))
 	for _, r := range rules {
 		src, field := r.Source()
-		w.rules = append(w.rules, hookRule{method: []byte(r.Method), path: []byte(r.Path), source: src, field: field})
+		compiled = append(compiled, hookRule{method: []byte(r.Method), path: []byte(r.Path), source: src, field: field})
 	}
-	return w
+	w.rules.Store(&compiled)
 }
 
 // Match finds the rule for a request, if any. There are a handful of
 // rules, so a scan beats a map keyed by a concatenated string.
 func (w *WriteHooks) Match(method, path []byte) *hookRule {
-	for i := range w.rules {
-		r := &w.rules[i]
+	rules := *w.rules.Load()
+	for i := range rules {
+		r := &rules[i]
 		if bytes.Equal(r.path, path) && bytes.Equal(r.method, method) {
 			return r
 		}

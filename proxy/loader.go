@@ -129,8 +129,9 @@ func (l *originLoad) Load(_ context.Context, key cache.Key) (cache.Loaded, error
 
 	status, body := resp.StatusCode(), resp.Body()
 	code, isEnvelope := anqicms.EnvelopeCode(body)
-	storable := status == fasthttp.StatusOK && isEnvelope && len(body) <= d.o.MaxBody &&
-		len(resp.Header.ContentEncoding()) == 0 && (code == anqicms.CodeOK || d.o.StoreNegative)
+	o := d.o.Load()
+	storable := status == fasthttp.StatusOK && isEnvelope && len(body) <= o.MaxBody &&
+		len(resp.Header.ContentEncoding()) == 0 && (code == anqicms.CodeOK || o.StoreNegative)
 	if !storable {
 		a := &answer{status: status, ctype: bytes.Clone(resp.Header.ContentType()), body: bytes.Clone(body)}
 		for k, v := range resp.Header.All() {

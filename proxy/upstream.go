@@ -29,7 +29,10 @@ type Upstream struct {
 	streaming *fasthttp.HostClient
 	addr      string
 	https     bool
-	timeout   time.Duration
+	// timeout bounds a whole call and dial one connection (nanoseconds);
+	// a reload may change both.
+	timeout atomic.Int64
+	dial    atomic.Int64
 }
 
 // NewUpstream builds the pools for cfg.URL.
@@ -54,22 +57,22 @@ func NewUpstream(cfg config.Upstream) (*Upstream, error) {
 			addr = net.JoinHostPort(u.Hostname(), "80")
 		}
 	}
-	up := &Upstream{addr: addr, https: https, timeout: cfg.Timeout.Duration}
-	dialTimeout := cfg.DialTimeout.Duration
+	up := &Upstream{addr: addr, https: https}
+	up.SetTimeouts(cfg.Timeout.Duration, cfg.DialTimeout.Duration)
 	mk := func(stream bool) *fasthttp.HostClient {
 		hc := &fasthttp.HostClient{
-			Addr:                     addr,
-			IsTLS:                    https,
-			MaxConns:                 cfg.MaxConns,
-			MaxIdleConnDuration:      cfg.MaxIdle.Duration,
-			ReadTimeout:              cfg.Timeout.Duration,
-			WriteTimeout:             cfg.Timeout.Duration,
+			Addr:                addr,
+			IsTLS:               https,
+			MaxConns:            cfg.MaxConns,
+			MaxIdleConnDuration: cfg.MaxIdle.Duration,
+			// Every call carries its own deadline (upstream.timeout, which a
+			// reload may change); the clients add no bound of their own.
 			MaxConnWaitTimeout:       cfg.Timeout.Duration,
 			StreamResponseBody:       stream,
 			NoDefaultUserAgentHeader: true,
 			DisablePathNormalizing:   true,
 			Dial: func(a string) (net.Conn, error) {
-				c, err := fasthttp.DialTimeout(a, dialTimeout)
+				c, err := fasthttp.DialTimeout(a, time.Duration(up.dial.Load()))
 				if err != nil {
 					return nil, err
 				}
@@ -152,6 +155,15 @@ func deadConn(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
+// SetTimeouts sets upstream.timeout and upstream.dial_timeout for the
+// calls that start from now on.
+func (u *Upstream) SetTimeouts(timeout, dial time.Duration) {
+	u.timeout.Store(int64(timeout))
+	u.dial.Store(int64(dial))
+}
+
+func (u *Upstream) deadline() time.Time { return time.Now().Add(time.Duration(u.timeout.Load())) }
+
 // Addr is AnqiCMS's host:port.
 func (u *Upstream) Addr() string { return u.addr }
 
@@ -198,18 +210,18 @@ func appendRemoteIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 
 // doBuffered sends req and reads the whole answer into resp.
 func (u *Upstream) doBuffered(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return explain(u.buffered.DoDeadline(req, resp, time.Now().Add(u.timeout)))
+	return explain(u.buffered.DoDeadline(req, resp, u.deadline()))
 }
 
 // doDetail is doBuffered for detail reads, failing with
 // fasthttp.ErrBodyTooLarge past upstream.max_body.
 func (u *Upstream) doDetail(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return explain(u.detail.DoDeadline(req, resp, time.Now().Add(u.timeout)))
+	return explain(u.detail.DoDeadline(req, resp, u.deadline()))
 }
 
 // doStream sends req and leaves the answer's body to be streamed.
 func (u *Upstream) doStream(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return explain(u.streaming.DoDeadline(req, resp, time.Now().Add(u.timeout)))
+	return explain(u.streaming.DoDeadline(req, resp, u.deadline()))
 }
 
 var errClosedEarly = errors.New("AnqiCMS closed the connection before answering")

@@ -16,6 +16,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,22 +35,28 @@ import (
 
 // Replica is one running anqi-edge.
 type Replica struct {
-	cfg   *config.Config
-	log   *slog.Logger
-	id    string
-	m     *metrics.Metrics
-	tiers *cache.Tiers
-	rdb   redis.UniversalClient // nil without Redis
-	up    *proxy.Upstream
-	ids   *anqicms.Identifier
-	watch *watch.Watch
-	pub   *proxy.Server
-	admin *admin.Server
+	// cfg is the config in force; a reload swaps it whole.
+	cfg atomic.Pointer[config.Config]
+	// reloadMu serialises reloads (SIGHUP and POST /admin/reload).
+	reloadMu sync.Mutex
+	reloader func() error
+	log      *slog.Logger
+	id       string
+	m        *metrics.Metrics
+	tiers    *cache.Tiers
+	rdb      redis.UniversalClient // nil without Redis
+	up       *proxy.Upstream
+	ids      *anqicms.Identifier
+	watch    *watch.Watch
+	pub      *proxy.Server
+	admin    *admin.Server
 	// certs serves server.tls_cert (nil: plain HTTP); redirect is the
 	// server.redirect_http listener (nil: none).
 	certs    *tlscert.Source
 	redirect *fasthttp.Server
-	static   *static.Handler // nil: static.root not set
+	static   staticFiles
+	detail   *proxy.Detail
+	hooks    *proxy.WriteHooks
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -60,19 +67,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Replica{cfg: cfg, log: log}
+	r := &Replica{log: log}
+	r.cfg.Store(cfg)
 	var idb [6]byte
 	rand.Read(idb[:])
 	r.id = hex.EncodeToString(idb[:])
 
 	c := cfg.Cache
-	policy := cache.Policy{
-		TTL:                  c.TTL.Duration,
-		StaleWhileRevalidate: c.StaleWhileRevalidate.Duration,
-		StaleIfError:         c.StaleIfError.Duration,
-		NegativeTTL:          c.NegativeTTL.Duration,
-		Jitter:               c.Jitter,
-	}
+	policy := policy(c)
 	l1, err := cache.NewL1(int64(c.Memory.MaxBytes), c.Memory.TTL.Duration, policy.MaxKeep())
 	if err != nil {
 		return nil, fmt.Errorf("cache.memory: %w", err)
@@ -111,11 +113,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		return nil, err
 	}
 	pass := proxy.NewPassThrough(r.up, int64(cfg.Server.MaxRequestBody), r.m, log)
-	detail := proxy.NewDetail(proxy.DetailOptions{
-		RenewWindow:   cfg.Auth.RenewWindow.Duration,
-		MaxBody:       int(cfg.Upstream.MaxBody),
-		StoreNegative: c.NegativeTTL.Duration > 0,
-	}, r.tiers, r.up, pass, r.ids, r.m, log)
+	r.detail = proxy.NewDetail(detailOptions(cfg), r.tiers, r.up, pass, r.ids, r.m, log)
+	detail := r.detail
 	r.watch = watch.New(watch.Options{
 		MaxWait:        cfg.Watch.MaxWait.Duration,
 		Heartbeat:      cfg.Watch.Heartbeat.Duration,
@@ -131,19 +130,20 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		}
 		tlsConfig = r.certs.Config()
 	}
-	var files proxy.Static
 	if cfg.Static.Root != "" {
-		if r.static, err = static.New(static.Options{Root: cfg.Static.Root}); err != nil {
+		h, err := static.New(static.Options{Root: cfg.Static.Root})
+		if err != nil {
 			return nil, err
 		}
-		files = r.static
+		r.static.p.Store(h)
 	}
+	r.hooks = proxy.NewWriteHooks(cfg.Invalidate, r.up, r.tiers, r.m, log)
 	r.pub = proxy.New(proxy.Options{
 		TLS:       tlsConfig,
-		Static:    files,
+		Static:    &r.static,
 		Server:    cfg.Server,
 		Detail:    detail,
-		Hooks:     proxy.NewWriteHooks(cfg.Invalidate, r.up, r.tiers, r.m, log),
+		Hooks:     r.hooks,
 		Pass:      pass,
 		Watch:     r.watch,
 		Metrics:   r.m,
@@ -152,11 +152,12 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 	})
 	r.admin = admin.New(admin.Options{
 		Listen:   cfg.Admin.Listen,
-		Token:    func() string { return cfg.Admin.Token },
+		Token:    func() string { return r.cfg.Load().Admin.Token },
 		Pprof:    cfg.Admin.Pprof,
 		Gatherer: r.m.Registry,
 		Ready:    r.ready,
 		Purge:    r.purge,
+		Reload:   r.reload,
 		Log:      log,
 	})
 	return r, nil
@@ -176,7 +177,7 @@ func (r *Replica) Start() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.bgCancel = cancel
 	if rt := r.tiers.Redis(); rt != nil {
-		rc := r.cfg.Redis
+		rc := r.cfg.Load().Redis
 		pctx, pcancel := context.WithTimeout(ctx, rc.DialTimeout.Duration+rc.Timeout.Duration)
 		if perr := r.rdb.Ping(pctx).Err(); perr != nil {
 			// go-redis reports a refused dial as a deadline; a plain dial
@@ -194,7 +195,7 @@ func (r *Replica) Start() error {
 	if r.certs != nil {
 		r.goBackground(func() { r.certs.Run(ctx) })
 	}
-	if r.cfg.Server.RedirectHTTP != "" {
+	if r.cfg.Load().Server.RedirectHTTP != "" {
 		if err := r.startRedirect(); err != nil {
 			cancel()
 			r.pub.Shutdown(context.Background())
@@ -212,17 +213,19 @@ func (r *Replica) Start() error {
 			r.log.Error("admin listener stopped", "err", err)
 		}
 	})
+	cfg := r.cfg.Load()
 	r.log.Info("anqi-edge listening", "public", r.pub.Addr(), "admin", r.admin.Addr(),
-		"upstream", r.cfg.Upstream.URL, "redis", r.cfg.Redis.Addrs, "replica", r.id)
+		"upstream", cfg.Upstream.URL, "redis", cfg.Redis.Addrs, "replica", r.id)
 	return nil
 }
 
 // startRedirect serves server.redirect_http: every plain request is sent
 // to the same URL on the TLS listener's port.
 func (r *Replica) startRedirect() error {
-	ln, err := net.Listen("tcp", r.cfg.Server.RedirectHTTP)
+	addr := r.cfg.Load().Server.RedirectHTTP
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("server.redirect_http %q: %w", r.cfg.Server.RedirectHTTP, err)
+		return fmt.Errorf("server.redirect_http %q: %w", addr, err)
 	}
 	_, p, _ := net.SplitHostPort(r.pub.Addr())
 	port, _ := strconv.Atoi(p)
@@ -255,8 +258,8 @@ func (r *Replica) Shutdown(ctx context.Context) error {
 	if r.redirect != nil {
 		aerr = errors.Join(aerr, r.redirect.ShutdownWithContext(ctx))
 	}
-	if r.static != nil {
-		r.static.Close()
+	if h := r.static.p.Load(); h != nil {
+		h.Close()
 	}
 	// Refreshes may still be talking to Redis: wait for them before
 	// closing it.
@@ -312,7 +315,7 @@ type readiness struct {
 
 func (r *Replica) ready(ctx context.Context) any {
 	var rd readiness
-	rd.Upstream.URL = r.cfg.Upstream.URL
+	rd.Upstream.URL = r.cfg.Load().Upstream.URL
 	if conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.up.Addr()); err != nil {
 		rd.Upstream.Error = err.Error()
 	} else {

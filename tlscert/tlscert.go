@@ -243,3 +243,20 @@ func LoadPair(certFile, keyFile string, now time.Time) (*x509.Certificate, error
 	}
 	return leaf, nil
 }
+
+// SetFiles switches to another pair of files (a reload that changed
+// server.tls_cert or server.tls_key). On error the files and the pair in
+// use stay.
+func (s *Source) SetFiles(cert, key string) error {
+	s.mu.Lock()
+	old := s.o
+	s.o.CertFile, s.o.KeyFile = cert, key
+	s.mu.Unlock()
+	if err := s.Reload(); err != nil {
+		s.mu.Lock()
+		s.o.CertFile, s.o.KeyFile = old.CertFile, old.KeyFile
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
