@@ -193,7 +193,34 @@ func (t *Tiers) Get(ctx context.Context, key Key, c Caller) (Result, error) {
 		}
 	}
 	t.m.L1Miss.Inc()
+	if t.redis != nil {
+		// A fresh Redis entry is the common miss (every replica's first
+		// read after cache.memory.ttl): read it here, on the caller's
+		// goroutine, without the machinery of a flight. Anything else (a
+		// miss, a stale entry, Redis trouble) goes through the flight,
+		// which reads Redis again under its own generation.
+		g := t.l1.Gen(key.Order)
+		if e := t.redisFresh(key); e != nil {
+			t.m.TierResults.WithLabelValues("redis", "hit").Inc()
+			t.l1.Set(key, e, g, time.Now().UnixNano())
+			return Result{Entry: e, Outcome: Hit}, nil
+		}
+	}
 	return t.load(ctx, key, c)
+}
+
+// redisFresh returns key's Redis entry if it is fresh, else nil. Misses and
+// errors are counted by the flight that follows.
+//
+// No context deadline here: the client's own read, write and pool
+// timeouts (redis.timeout) bound the call, and a deadline would cost this
+// hot path a timer and a context per read.
+func (t *Tiers) redisFresh(key Key) *Entry {
+	e, _, err := t.redis.Get(context.Background(), key)
+	if err != nil || e == nil || t.policy.Load().State(e, time.Now().UnixNano()) != Fresh {
+		return nil
+	}
+	return e
 }
 
 // load resolves key through one flight per (key, L1 generation) and waits
