@@ -342,7 +342,7 @@ func (s *Server) killLocked() {
 	select {
 	case <-s.done:
 	default:
-		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Process.Kill() // SIGKILL also ends a stopped (frozen) process
 		<-s.done
 	}
 	s.cmd = nil
@@ -357,11 +357,31 @@ func (s *Server) Stop() {
 		return
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen server must run to shut down
 	select {
 	case <-s.done:
 		s.cmd = nil
 	case <-time.After(stopTimeout):
 		s.killLocked()
+	}
+}
+
+// Freeze stops the server process (SIGSTOP) without closing its sockets:
+// clients see a silent connection, as behind a dropped network.
+func (s *Server) Freeze(t testing.TB) { s.signal(t, syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server (SIGCONT).
+func (s *Server) Thaw(t testing.TB) { s.signal(t, syscall.SIGCONT) }
+
+func (s *Server) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		t.Fatalf("mariadbtest: server not running")
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("mariadbtest: %v: %v", sig, err)
 	}
 }
 
@@ -514,11 +534,53 @@ func (s *Server) FlushLogs(t testing.TB) {
 
 // PurgeBinlogs rotates the binary log and deletes every older file, so a
 // reader's stored position in them is gone.
+//
+// The server silently keeps a file that a dump thread still reads (a reader
+// that just disconnected may linger a moment), so PurgeBinlogs retries until
+// only the current file is left, for up to 20s.
 func (s *Server) PurgeBinlogs(t testing.TB) {
 	t.Helper()
 	s.FlushLogs(t)
 	file, _ := s.BinlogPosition(t)
-	s.Exec(t, fmt.Sprintf("PURGE BINARY LOGS TO '%s'", file))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s.Exec(t, fmt.Sprintf("PURGE BINARY LOGS TO '%s'", file))
+		logs := s.BinaryLogs(t)
+		if len(logs) == 1 && logs[0] == file {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mariadbtest: binary logs %v still there 20s after PURGE BINARY LOGS TO '%s'", logs, file)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// BinaryLogs lists the binary log files the server keeps, oldest first.
+func (s *Server) BinaryLogs(t testing.TB) []string {
+	t.Helper()
+	rows, err := s.Root(t).Query("SHOW BINARY LOGS")
+	if err != nil {
+		t.Fatalf("mariadbtest: SHOW BINARY LOGS: %v", err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatalf("mariadbtest: SHOW BINARY LOGS: %v", err)
+		}
+		out = append(out, string(asBytes(vals[0])))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("mariadbtest: SHOW BINARY LOGS: %v", err)
+	}
+	return out
 }
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.

@@ -34,17 +34,7 @@ func TestServer_StartsWithRowBinlogAndKeepsDataAcrossRestart(t *testing.T) {
 	}
 
 	s.PurgeBinlogs(t)
-	rows, err := s.Root(t).Query("SHOW BINARY LOGS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		var size any
-		if err := rows.Scan(&name, &size); err != nil {
-			t.Fatal(err)
-		}
+	for _, name := range s.BinaryLogs(t) {
 		if name == file {
 			t.Fatalf("binary log %s still listed after PurgeBinlogs", file)
 		}
