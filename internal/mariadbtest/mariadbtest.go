@@ -316,6 +316,7 @@ func pingSocket(sock string) error {
 	cfg.Net = "unix"
 	cfg.Addr = sock
 	cfg.Timeout = time.Second
+	cfg.Logger = &mysql.NopLogger{}
 	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return err
@@ -419,6 +420,9 @@ func (s *Server) Root(t testing.TB) *sql.DB {
 		cfg.Addr = s.Socket()
 		cfg.MultiStatements = true
 		cfg.Timeout = 5 * time.Second
+		// A restarted server breaks pooled connections; the driver retries
+		// them and need not print each one.
+		cfg.Logger = &mysql.NopLogger{}
 		conn, err := mysql.NewConnector(cfg)
 		if err != nil {
 			t.Fatalf("mariadbtest: %v", err)
@@ -445,6 +449,10 @@ func (s *Server) Exec(t testing.TB, stmts ...string) {
 // DSN returns a go-sql-driver/mysql DSN for user over TCP to the server's
 // port, e.g. "cdc:pw@tcp(127.0.0.1:41234)/anqicms?parseTime=true".
 func (s *Server) DSN(user, password, database string) string {
+	return s.config(user, password, database).FormatDSN()
+}
+
+func (s *Server) config(user, password, database string) *mysql.Config {
 	cfg := mysql.NewConfig()
 	cfg.User = user
 	cfg.Passwd = password
@@ -452,17 +460,20 @@ func (s *Server) DSN(user, password, database string) string {
 	cfg.Addr = s.Addr()
 	cfg.DBName = database
 	cfg.Timeout = 5 * time.Second
-	return cfg.FormatDSN()
+	return cfg
 }
 
 // Open returns a database/sql pool for user over TCP (see DSN), closed when
 // the test ends.
 func (s *Server) Open(t testing.TB, user, password, database string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("mysql", s.DSN(user, password, database))
+	cfg := s.config(user, password, database)
+	cfg.Logger = &mysql.NopLogger{}
+	conn, err := mysql.NewConnector(cfg)
 	if err != nil {
 		t.Fatalf("mariadbtest: %v", err)
 	}
+	db := sql.OpenDB(conn)
 	t.Cleanup(func() { db.Close() })
 	return db
 }
