@@ -242,6 +242,17 @@ func TestCDC_InsertUpdateAndDeleteEachInvalidateTheirOrder(t *testing.T) {
 	}
 }
 
+func TestCDC_ReadsOverAUnixSocket(t *testing.T) {
+	s := startDB(t)
+	rec, log := newRecorder(), &logBuf{}
+	o := options(t, s, rec, log)
+	o.Addr = s.Socket()
+	r := start(t, o)
+	waitStreaming(t, r)
+	writer(t, s, 1, 2, 0, nil)
+	eventually(t, "orders 1 and 2 over the socket", allSeen(rec, 1, 2))
+}
+
 func TestCDC_TransactionOfThreeOrdersInvalidatesEachOnceThenOnceMoreAfterSettle(t *testing.T) {
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}

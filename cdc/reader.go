@@ -241,10 +241,6 @@ func (r *Reader) session(ctx context.Context) error {
 		ReadTimeout:      r.o.ReadTimeout,
 		DisableRetrySync: true, // we reconnect ourselves, from our own committed position
 		Logger:           slog.New(debugOnly{r.o.Log.Handler()}),
-		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		},
 	}
 	if host, port, err := net.SplitHostPort(r.o.Addr); err == nil && !strings.Contains(r.o.Addr, "/") {
 		p, _ := strconv.ParseUint(port, 10, 16)

@@ -153,9 +153,12 @@ func Start(t testing.TB, cfg ...Config) *Server {
 }
 
 // serverArgs are the settings shared by install and run: a small server
-// that starts fast and does not fsync (tests never survive a power cut).
-func serverArgs() []string {
+// that starts fast and does not fsync (tests never survive a power cut),
+// with a temp dir of its own: mariadbd deletes other servers' "#sql*" temp
+// files from a shared /tmp at startup, which breaks concurrent installs.
+func (s *Server) serverArgs() []string {
 	args := []string{
+		"--tmpdir=" + s.tmpDir(),
 		"--skip-name-resolve",
 		"--innodb-buffer-pool-size=16M",
 		"--innodb-log-file-size=4M",
@@ -175,7 +178,10 @@ func (s *Server) installDB(bin string) error {
 		"--datadir=" + s.DataDir(),
 		"--auth-root-authentication-method=normal", // root without password, over the socket
 		"--skip-test-db",
-	}, serverArgs()...)
+	}, s.serverArgs()...)
+	if err := os.MkdirAll(s.tmpDir(), 0o700); err != nil {
+		return err
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.dir
 	cmd.SysProcAttr = sysProcAttr()
@@ -188,6 +194,8 @@ func (s *Server) installDB(bin string) error {
 
 // DataDir is the server's data directory (binary logs included).
 func (s *Server) DataDir() string { return filepath.Join(s.dir, "data") }
+
+func (s *Server) tmpDir() string { return filepath.Join(s.dir, "tmp") }
 
 // Socket is the server's unix socket path.
 func (s *Server) Socket() string { return filepath.Join(s.dir, "mysqld.sock") }
@@ -239,7 +247,7 @@ func (s *Server) start(port int) error {
 		"--bind-address=127.0.0.1",
 		"--server-id=" + strconv.Itoa(max(c.ServerID, 1)),
 		"--skip-log-error", // stderr goes to our log file
-	}, serverArgs()...)
+	}, s.serverArgs()...)
 	if !c.NoBinlog {
 		args = append(args,
 			"--log-bin="+filepath.Join(s.DataDir(), "binlog"),
