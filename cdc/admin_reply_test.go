@@ -18,6 +18,7 @@ import (
 // delay is logged; the 100 ms promise is measured by the benchmark, so the
 // assertion here only guards against "never" or "at ttl".
 func TestCDC_AdminReplyInTheDatabaseInvalidatesItsOrderAtOnce(t *testing.T) {
+	t.Parallel()
 	s := mariadbtest.Start(t)
 	s.Exec(t, "CREATE DATABASE anqicms")
 	s.ReplicationUser(t, "cdc", "pw", "anqicms")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"anqi-edge/cdc"
 	"anqi-edge/internal/mariadbtest"
@@ -201,6 +202,7 @@ func waitStreaming(t *testing.T, r *running) {
 }
 
 func TestCDC_InsertUpdateAndDeleteEachInvalidateTheirOrder(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}
 	o := options(t, s, rec, log)
@@ -243,6 +245,7 @@ func TestCDC_InsertUpdateAndDeleteEachInvalidateTheirOrder(t *testing.T) {
 }
 
 func TestCDC_ReadsOverAUnixSocket(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}
 	o := options(t, s, rec, log)
@@ -253,7 +256,40 @@ func TestCDC_ReadsOverAUnixSocket(t *testing.T) {
 	eventually(t, "orders 1 and 2 over the socket", allSeen(rec, 1, 2))
 }
 
+func TestCDC_StoppedReaderLeavesNoGoroutines(t *testing.T) {
+	s := startDB(t)
+	s.Root(t).Ping() // the test's own pool exists before the snapshot
+	rc := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
+	t.Cleanup(func() { rc.Close() })
+	rc.Ping(context.Background())
+	prefix := redistest.Prefix(t)
+	before := goleak.IgnoreCurrent()
+
+	rec, log := newRecorder(), &logBuf{}
+	o := options(t, s, rec, log)
+	o.Settle = time.Hour // a pending settle must not keep a goroutine alive
+	o.Positions = cdc.RedisPositions(rc, prefix+"pos")
+	o.Lease = cdc.RedisLease(rc, prefix+"lease", time.Second)
+	r := start(t, o)
+	waitStreaming(t, r)
+	writer(t, s, 1, 3, 0, nil)
+	eventually(t, "orders 1..3", allSeen(rec, 1, 3))
+	r.stop()
+	if st := r.Status(); st.State != cdc.StateStopped || st.Leader {
+		t.Errorf("status after Run returned: %+v", st)
+	}
+	goleak.VerifyNone(t, before,
+		// go-redis's pool and go-sql-driver's connections live with the clients.
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
+		goleak.IgnoreAnyFunction("github.com/go-sql-driver/mysql.(*mysqlConn).startWatcher.func1"),
+		goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
+	if n, _ := rc.Exists(context.Background(), prefix+"lease").Result(); n != 0 {
+		t.Errorf("the lease key outlived a clean stop: the next replica would wait for it to expire")
+	}
+}
+
 func TestCDC_TransactionOfThreeOrdersInvalidatesEachOnceThenOnceMoreAfterSettle(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}
 	o := options(t, s, rec, log)
@@ -324,6 +360,7 @@ func allSeen(rec *recorder, from, to int64) func() bool {
 }
 
 func TestCDC_ReaderRestartedWhileChangesKeepComingMissesNone(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rc := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
 	t.Cleanup(func() { rc.Close() })
@@ -363,6 +400,7 @@ func TestCDC_ReaderRestartedWhileChangesKeepComingMissesNone(t *testing.T) {
 }
 
 func TestCDC_DatabaseRestartedMidStreamReconnectsAndMissesNothing(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}
 	o := options(t, s, rec, log)
@@ -386,6 +424,7 @@ func TestCDC_DatabaseRestartedMidStreamReconnectsAndMissesNothing(t *testing.T) 
 }
 
 func TestCDC_SilentNetworkDropIsNoticedByTheReadTimeout(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}
 	o := options(t, s, rec, log)
@@ -401,6 +440,7 @@ func TestCDC_SilentNetworkDropIsNoticedByTheReadTimeout(t *testing.T) {
 }
 
 func TestCDC_PurgedPositionDropsEveryOrderLogsItAndReadsOn(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	store := &cdc.MemoryPositions{}
 	rec, log := newRecorder(), &logBuf{}
@@ -433,6 +473,7 @@ func TestCDC_PurgedPositionDropsEveryOrderLogsItAndReadsOn(t *testing.T) {
 }
 
 func TestCDC_PositionOfAnotherServerDropsEveryOrder(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	store := &cdc.MemoryPositions{}
 	store.Save(context.Background(), cdc.Position{File: "binlog.000001", Pos: 4, ServerID: 77})
@@ -457,6 +498,7 @@ func (c crashLease) Acquire(ctx context.Context) (context.Context, func(), error
 }
 
 func TestCDC_TwoReplicasWithALeaseInvalidateEachChangeOnceAndTakeOverWhenTheLeaderDies(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rc := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
 	t.Cleanup(func() { rc.Close() })
@@ -505,6 +547,7 @@ func TestCDC_TwoReplicasWithALeaseInvalidateEachChangeOnceAndTakeOverWhenTheLead
 }
 
 func TestCDC_MissingBinlogIsNamedInOneLogLine(t *testing.T) {
+	t.Parallel()
 	s := startDB(t, mariadbtest.Config{NoBinlog: true})
 	rec, log := newRecorder(), &logBuf{}
 	r := start(t, options(t, s, rec, log))
@@ -519,6 +562,7 @@ func TestCDC_MissingBinlogIsNamedInOneLogLine(t *testing.T) {
 }
 
 func TestCDC_StatementFormatAndMissingGrantAreNamed(t *testing.T) {
+	t.Parallel()
 	s := mariadbtest.Start(t, mariadbtest.Config{BinlogFormat: "STATEMENT"})
 	s.Exec(t, schema)
 	s.CreateUser(t, "weak", "pw", "REPLICATION SLAVE ON *.*")
@@ -534,6 +578,7 @@ func TestCDC_StatementFormatAndMissingGrantAreNamed(t *testing.T) {
 }
 
 func TestCDC_ColumnNamesFromInformationSchemaFollowDDL(t *testing.T) {
+	t.Parallel()
 	s := startDB(t, mariadbtest.Config{RowMetadata: "MINIMAL"})
 	rec, log := newRecorder(), &logBuf{}
 	r := start(t, options(t, s, rec, log))
@@ -550,6 +595,7 @@ func TestCDC_ColumnNamesFromInformationSchemaFollowDDL(t *testing.T) {
 }
 
 func TestCDC_InvalidateErrorReplaysTheTransaction(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec, log := newRecorder(), &logBuf{}
 	r := start(t, options(t, s, rec, log))
@@ -566,6 +612,7 @@ func TestCDC_InvalidateErrorReplaysTheTransaction(t *testing.T) {
 }
 
 func TestCheck_ReportsSettingsGrantsAndTables(t *testing.T) {
+	t.Parallel()
 	s := startDB(t)
 	rec := newRecorder()
 	o := options(t, s, rec, &logBuf{})
