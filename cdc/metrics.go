@@ -40,6 +40,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
 			Help: "Failed operations by kind."}, []string{"op"}),
 	}
+	// Every series shows in a scrape from the start, at 0.
+	for _, op := range []string{"invalidate", "reset", "position"} {
+		m.Errors.WithLabelValues(op)
+	}
+	m.setState(StateStarting)
 	if reg != nil {
 		reg.MustRegister(m.Events, m.Invalidations, m.SettleRepeats, m.Lag, m.Reconnects,
 			m.PositionResets, m.Leader, m.State, m.Errors)

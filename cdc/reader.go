@@ -84,6 +84,9 @@ func New(o Options) (*Reader, error) {
 	r := &Reader{o: o, rules: map[string]Table{}, warned: map[string]bool{}}
 	for _, t := range o.Tables {
 		r.rules[strings.ToLower(t.Name)] = t
+		if o.Metrics != nil {
+			o.Metrics.Invalidations.WithLabelValues(t.Name) // shown at 0 from the start
+		}
 	}
 	r.settle = newSettler(o.Settle, r.settleFire)
 	r.cols = newColumnCache(r.sqlConn)
