@@ -27,7 +27,8 @@ const (
 )
 
 // RedisLease is a lease held as key = random token, SET NX PX ttl and
-// renewed every ttl/3 by a script that only extends our own token. When a
+// renewed every ttl/4 by a script that only extends our own token; others
+// try to take it every ttl/3. When a
 // renewal fails or cannot reach Redis until the lease could have expired,
 // the holder stops reading before anyone else can take over. ttl 0 means
 // DefaultLeaseTTL.
@@ -78,14 +79,21 @@ func (l *redisLease) Acquire(ctx context.Context) (context.Context, func(), erro
 // hold renews the lease until ctx ends, it is lost, or release is called.
 // acquiredAt is taken before the SET was sent: the lease surely expires no
 // earlier than acquiredAt+ttl on the server, so that is our own deadline.
+//
+// Renewals run every ttl/4 and give up after ttl/4, so after a failed one
+// the next answer comes within ttl/2. If that could be after our deadline
+// (less than ttl/2, plus a margin, is left), reading stops now: the holder
+// always stops before another replica can take the lease, so two readers
+// never overlap (beyond one invalidation in flight, which is harmless).
 func (l *redisLease) hold(ctx context.Context, token string, acquiredAt time.Time) (context.Context, func(), error) {
 	held, cancel := context.WithCancelCause(ctx)
 	stopped := make(chan struct{})
 	done := make(chan struct{})
+	period := l.ttl / 4
 	go func() {
 		defer close(done)
 		validUntil := acquiredAt.Add(l.ttl)
-		t := time.NewTicker(l.ttl / 3)
+		t := time.NewTicker(period)
 		defer t.Stop()
 		for {
 			select {
@@ -96,7 +104,7 @@ func (l *redisLease) hold(ctx context.Context, token string, acquiredAt time.Tim
 			case <-t.C:
 			}
 			sent := time.Now()
-			rctx, rcancel := context.WithTimeout(held, l.ttl/3)
+			rctx, rcancel := context.WithTimeout(held, period)
 			n, err := renewScript.Run(rctx, l.c, []string{l.key}, token, l.ttl.Milliseconds()).Int()
 			rcancel()
 			switch {
@@ -105,10 +113,8 @@ func (l *redisLease) hold(ctx context.Context, token string, acquiredAt time.Tim
 			case err == nil:
 				cancel(errors.New("cdc: lease taken by another replica"))
 				return
-			case time.Until(validUntil) < l.ttl/3:
-				// Cannot confirm before it may expire: stop reading now, so
-				// two readers never overlap for long.
-				cancel(errors.New("cdc: lease could not be renewed: " + err.Error()))
+			case time.Until(validUntil) < l.ttl/2+l.ttl/10:
+				cancel(errors.New("cdc: lease could not be renewed before it may expire: " + err.Error()))
 				return
 			}
 		}
