@@ -74,3 +74,19 @@ func TestOrderID(t *testing.T) {
 		}
 	}
 }
+
+func TestGTIDState_BehindNamesTheDomain(t *testing.T) {
+	st := parseGTIDState("0-1-42, 1-2-7,bad")
+	if st.String() != "0-1-42,1-2-7" {
+		t.Fatalf("parsed %q", st.String())
+	}
+	if why := st.behind(parseGTIDState("0-1-40,1-9-7")); why != "" {
+		t.Errorf("not behind, got %q", why)
+	}
+	if why := st.behind(parseGTIDState("0-1-43")); !strings.Contains(why, "domain 0") {
+		t.Errorf("behind in domain 0, got %q", why)
+	}
+	if why := st.behind(parseGTIDState("5-1-1")); !strings.Contains(why, "domain 5") {
+		t.Errorf("unknown domain 5, got %q", why)
+	}
+}

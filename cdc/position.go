@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +23,58 @@ type Position struct {
 	// even when a file of the same name exists there.
 	ServerID   uint32 `json:"server_id"`
 	ServerUUID string `json:"server_uuid,omitempty"` // MySQL only
+	// GTID is MariaDB's GTID state at this position ("domain-server-seq",
+	// comma separated, as in @@gtid_binlog_pos). A server whose state is
+	// behind it is not the one that wrote it, even with the same server_id
+	// and file names (a rebuilt or restored server).
+	GTID string `json:"gtid,omitempty"`
+}
+
+// gtidState maps a MariaDB replication domain to its last GTID.
+type gtidState map[uint32]gtid
+
+type gtid struct {
+	server uint32
+	seq    uint64
+}
+
+// parseGTIDState reads "0-1-42,1-2-7"; malformed parts are skipped.
+func parseGTIDState(s string) gtidState {
+	st := gtidState{}
+	for _, part := range strings.Split(s, ",") {
+		f := strings.Split(strings.TrimSpace(part), "-")
+		if len(f) != 3 {
+			continue
+		}
+		d, err1 := strconv.ParseUint(f[0], 10, 32)
+		sv, err2 := strconv.ParseUint(f[1], 10, 32)
+		n, err3 := strconv.ParseUint(f[2], 10, 64)
+		if err1 == nil && err2 == nil && err3 == nil {
+			st[uint32(d)] = gtid{uint32(sv), n}
+		}
+	}
+	return st
+}
+
+func (st gtidState) String() string {
+	domains := slices.Sorted(maps.Keys(st))
+	parts := make([]string, 0, len(domains))
+	for _, d := range domains {
+		g := st[d]
+		parts = append(parts, fmt.Sprintf("%d-%d-%d", d, g.server, g.seq))
+	}
+	return strings.Join(parts, ",")
+}
+
+// behind names the first domain where st is behind want, or "".
+func (st gtidState) behind(want gtidState) string {
+	for _, d := range slices.Sorted(maps.Keys(want)) {
+		w := want[d]
+		if g, ok := st[d]; !ok || g.seq < w.seq {
+			return fmt.Sprintf("domain %d: the server is at %q, the position was taken at %d-%d-%d", d, st.String(), d, w.server, w.seq)
+		}
+	}
+	return ""
 }
 
 func (p Position) String() string {

@@ -351,6 +351,9 @@ func (t *txn) reset() {
 // transaction boundaries, after that transaction's invalidations.
 func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, start Position) error {
 	pos := start
+	gtids := parseGTIDState(start.GTID)
+	var next *gtid // GTID of the transaction being read (MariaDB)
+	var nextDomain uint32
 	var t txn
 	for {
 		ev, err := s.GetEvent(ctx)
@@ -388,10 +391,16 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 					r.warnOnce("save", "cdc: saving the binlog position failed; a restart may replay or reset", "err", err)
 				}
 			}
+		case *replication.MariadbGTIDEvent:
+			next, nextDomain = &gtid{h.ServerID, e.GTID.SequenceNumber}, e.GTID.DomainID
 		case *replication.RowsEvent:
 			r.collect(e, &t)
 		case *replication.XIDEvent:
 			pos.Pos = h.LogPos
+			if next != nil {
+				gtids[nextDomain], next = *next, nil
+				pos.GTID = gtids.String()
+			}
 			if err := r.commit(ctx, &t, pos); err != nil {
 				return err
 			}
@@ -408,6 +417,10 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 				r.cols.reset()
 			}
 			pos.Pos = h.LogPos
+			if next != nil {
+				gtids[nextDomain], next = *next, nil
+				pos.GTID = gtids.String()
+			}
 			if err := r.commit(ctx, &t, pos); err != nil {
 				return err
 			}

@@ -34,7 +34,8 @@ type serverInfo struct {
 	grants      []string
 	logs        map[string]uint64 // binary log file -> size; nil when SHOW BINARY LOGS failed
 	oldestLog   string
-	current     Position // SHOW MASTER STATUS, zero when it failed
+	gtids       gtidState // MariaDB @@gtid_binlog_pos; nil on MySQL
+	current     Position  // SHOW MASTER STATUS, zero when it failed
 	currentErr  error
 }
 
@@ -108,6 +109,15 @@ func readServerInfo(c *client.Conn) (*serverInfo, error) {
 		}
 		info.current, info.currentErr = masterStatus(c)
 		info.current.ServerID, info.current.ServerUUID = info.serverID, info.uuid
+		if info.flavor == mysql.MariaDBFlavor {
+			// Read after SHOW MASTER STATUS: the state can only be ahead of
+			// the one at info.current, never behind, which is what the
+			// "not behind" test in positionGone needs.
+			if r, err := queryRow(c, "SELECT @@gtid_binlog_pos"); err == nil && len(r) == 1 {
+				info.gtids = parseGTIDState(r[0])
+				info.current.GTID = info.gtids.String()
+			}
+		}
 	}
 	return info, nil
 }
@@ -139,7 +149,13 @@ func (info *serverInfo) positionGone(p Position) string {
 		return fmt.Sprintf("it belongs to server_id %d, the server at cdc.addr is server_id %d", p.ServerID, info.serverID)
 	case p.ServerUUID != "" && info.uuid != "" && p.ServerUUID != info.uuid:
 		return fmt.Sprintf("it belongs to server_uuid %s, the server at cdc.addr is %s", p.ServerUUID, info.uuid)
-	case info.logs == nil:
+	}
+	if p.GTID != "" && info.gtids != nil {
+		if why := info.gtids.behind(parseGTIDState(p.GTID)); why != "" {
+			return "the server's GTID state is behind the stored position (a rebuilt or restored server): " + why
+		}
+	}
+	if info.logs == nil {
 		return "" // cannot tell; the dump will fail if it is gone
 	}
 	size, ok := info.logs[p.File]
