@@ -1,9 +1,11 @@
 package fake
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 )
@@ -37,6 +39,17 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	q := &apiRequest{w: w, r: r, query: r.URL.Query(), en: english(r)}
 	q.site = s.siteOf(r, q.query)
+	// The admin panel's API, like AnqiCMS's, decodes any body that is JSON
+	// as JSON whatever its Content-Type, so `curl -d '{...}'` works.
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
+		r.Header.Set("Content-Type", "application/json")
+	}
 	var a answer
 	if p, err := readParams(r); err != nil {
 		a = q.fail(CodeError, "badBody")

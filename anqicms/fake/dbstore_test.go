@@ -2,6 +2,8 @@ package fake
 
 import (
 	"database/sql"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,6 +146,15 @@ func TestAdminEndpoints_InMemoryMode(t *testing.T) {
 	}
 	if o, _ := s.Order(1); o.Status != StatusQuoted || o.Messages[len(o.Messages)-1].Content != "hi" {
 		t.Fatalf("order after admin changes: %+v", o)
+	}
+	// JSON labelled as a form (curl -d) is read as JSON, as AnqiCMS does.
+	resp, err := http.Post(base+AdminStatusPath, "application/x-www-form-urlencoded", strings.NewReader(`{"id":1,"status":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if o, _ := s.Order(1); o.Status != StatusCommunicating {
+		t.Fatalf("JSON body sent as a form: HTTP %d, status %d", resp.StatusCode, o.Status)
 	}
 	if resp, _ := send(t, "GET", base+AdminReplyPath, ""); resp.StatusCode != 404 {
 		t.Errorf("GET on an admin route: %d, want 404", resp.StatusCode)
