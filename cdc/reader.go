@@ -52,7 +52,7 @@ type Status struct {
 	LastError      string    `json:"last_error,omitempty"`
 	Reconnects     int64     `json:"reconnects"`
 	PositionResets int64     `json:"position_resets"`
-	Problems       []string  `json:"problems,omitempty"` // missing server settings or grants seen at start
+	Problems       []string  `json:"problems,omitempty"` // missing server settings or grants, as of the latest connection
 }
 
 // Reader reads the binary log and invalidates changed orders. Build it with
@@ -62,14 +62,14 @@ type Reader struct {
 	rules  map[string]Table // lower-case "db.table" or "table" -> rule
 	settle *settler
 	cols   *columnCache
-	adm    *client.Conn // session's SQL connection (columns); only the Run goroutine uses it
+	// Only the Run goroutine uses these two.
+	adm     *client.Conn // the session's SQL connection (server settings, columns)
+	checked bool         // the start line about server settings was written
 
-	mu         sync.Mutex // guards status and the fields below
+	mu         sync.Mutex // guards the fields below
 	status     Status
-	forceReset string // a stream error said the position is gone
-
-	checked bool // the start line about server settings was written
-	warned  map[string]bool
+	forceReset string          // why the stored position is gone, from a stream error or a failed reset
+	warned     map[string]bool // warnOnce keys already logged
 }
 
 // New validates o and returns a Reader.
@@ -214,13 +214,17 @@ func (r *Reader) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Status shows the settings as of the latest connection; the log says
+	// it once, at the first one, so a misconfigured server does not fill
+	// the log with one line per retry.
+	problems := info.settingsProblems(info.rowMetadata != "FULL")
+	r.mu.Lock()
+	r.status.Problems = problems
+	r.mu.Unlock()
 	if !r.checked {
 		r.checked = true
-		if p := info.settingsProblems(info.rowMetadata != "FULL"); len(p) > 0 {
-			r.mu.Lock()
-			r.status.Problems = p
-			r.mu.Unlock()
-			r.o.Log.Warn("cdc: database at cdc.addr is not ready for change capture: "+strings.Join(p, "; "), "addr", r.o.Addr)
+		if len(problems) > 0 {
+			r.o.Log.Warn("cdc: database at cdc.addr is not ready for change capture: "+strings.Join(problems, "; "), "addr", r.o.Addr)
 		}
 	}
 	if !info.logBin {
