@@ -624,6 +624,31 @@ func TestCDC_ColumnNamesFromInformationSchemaFollowDDL(t *testing.T) {
 	}
 }
 
+func TestCDC_WithoutColumnNamesOrSelectGrantTheTableIsNamedInALogLine(t *testing.T) {
+	t.Parallel()
+	s := mariadbtest.Start(t, mariadbtest.Config{RowMetadata: "MINIMAL"})
+	s.Exec(t, schema)
+	s.CreateUser(t, "noselect", "pw", "REPLICATION SLAVE, BINLOG MONITOR ON *.*")
+	rec, log := newRecorder(), &logBuf{}
+	o := options(t, s, rec, log)
+	o.User = "noselect"
+	r := start(t, o)
+	waitStreaming(t, r)
+	if p := r.Status().Problems; len(p) != 1 || !strings.Contains(p[0], "SELECT") {
+		t.Errorf("problems %q: want the missing SELECT grant named", p)
+	}
+	s.Exec(t, "INSERT INTO anqicms.communication_orders (id) VALUES (1)")
+	eventually(t, "a warning naming the table", func() bool {
+		return len(log.lines("cannot read column names")) == 1
+	})
+	if w := log.lines("cannot read column names")[0]; !strings.Contains(w, "anqicms.communication_orders") || !strings.Contains(w, "binlog_row_metadata=FULL") {
+		t.Errorf("warning %q", w)
+	}
+	if st := r.Status(); st.State != cdc.StateStreaming {
+		t.Errorf("the reader stopped streaming: %+v", st)
+	}
+}
+
 func TestCDC_InvalidateErrorReplaysTheTransaction(t *testing.T) {
 	t.Parallel()
 	s := startDB(t)

@@ -398,7 +398,9 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 		case *replication.MariadbGTIDEvent:
 			next, nextDomain = &gtid{h.ServerID, e.GTID.SequenceNumber}, e.GTID.DomainID
 		case *replication.RowsEvent:
-			r.collect(e, &t)
+			if err := r.collect(e, &t); err != nil {
+				return err // the transaction is read again after reconnecting
+			}
 		case *replication.XIDEvent:
 			pos.Pos = h.LogPos
 			if next != nil {
@@ -493,16 +495,22 @@ func (r *Reader) settleFire(ctx context.Context, order int64) {
 // collect adds the orders of a watched table's rows to t. Updates carry the
 // before and after image as consecutive rows: both are used, so an order id
 // that changed invalidates the old and the new order.
-func (r *Reader) collect(e *replication.RowsEvent, t *txn) {
+//
+// An error means the column names could not be read for a reason other
+// than the server refusing (e.g. the idle SQL connection was closed): the
+// session ends and the transaction is read again. A refusal (no SELECT
+// grant, table gone) is logged once and the table's changes are skipped,
+// since retrying could not help and would stall every other table.
+func (r *Reader) collect(e *replication.RowsEvent, t *txn) error {
 	tm := e.Table
 	if tm == nil {
-		return
+		return nil
 	}
 	db, table := string(tm.Schema), string(tm.Table)
 	rule, ok := r.rules[strings.ToLower(db+"."+table)]
 	if !ok {
 		if rule, ok = r.rules[strings.ToLower(table)]; !ok {
-			return
+			return nil
 		}
 	}
 	idx := -1
@@ -515,17 +523,25 @@ func (r *Reader) collect(e *replication.RowsEvent, t *txn) {
 			delete(r.cols.names, db+"."+table)
 			names, err = r.cols.columns(db, table)
 		}
+		var refused *mysql.MyError
+		if err != nil && !errors.As(err, &refused) {
+			return err
+		}
+		if err == nil && len(names) == 0 {
+			// information_schema hides tables the account may not read.
+			err = errors.New("no columns visible to cdc.user")
+		}
 		if err != nil {
 			r.warnOnce("cols:"+db+"."+table, "cdc: cannot read column names; changes to this table are missed until fixed",
 				"table", db+"."+table, "err", err, "fix", "set binlog_row_metadata=FULL or GRANT SELECT on the table to cdc.user")
-			return
+			return nil
 		}
 		idx = indexOf(names, rule.OrderColumn)
 	}
 	if idx < 0 {
 		r.warnOnce("col:"+db+"."+table, "cdc: watched table has no such order column; its changes are missed",
 			"table", db+"."+table, "order_column", rule.OrderColumn, "key", "cdc.table order_column")
-		return
+		return nil
 	}
 	for _, row := range e.Rows {
 		if idx >= len(row) {
@@ -538,6 +554,7 @@ func (r *Reader) collect(e *replication.RowsEvent, t *txn) {
 				"table", db+"."+table)
 		}
 	}
+	return nil
 }
 
 // orderID converts a decoded column value to a positive order id.
