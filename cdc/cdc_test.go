@@ -434,6 +434,9 @@ func TestCDC_SilentNetworkDropIsNoticedByTheReadTimeout(t *testing.T) {
 	// as behind a dead NAT or a pulled cable.
 	s.Freeze(t)
 	eventually(t, "a reconnect after the read timeout", func() bool { return r.Status().Reconnects >= 1 })
+	// Reconnecting to the frozen server times out too, rather than hanging
+	// in the handshake.
+	eventually(t, "a second failed attempt while frozen", func() bool { return r.Status().Reconnects >= 2 })
 	s.Thaw(t)
 	writer(t, s, 1, 3, 0, nil)
 	eventually(t, "orders 1..3 after the freeze", allSeen(rec, 1, 3))

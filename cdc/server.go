@@ -14,7 +14,14 @@ import (
 // connect opens a plain SQL session (server settings, SHOW BINARY LOGS,
 // information_schema), separate from the binlog stream.
 func connect(ctx context.Context, o *Options) (*client.Conn, error) {
-	c, err := client.ConnectWithContext(ctx, o.Addr, o.User, o.Password, "", 5*time.Second)
+	// Per-read and per-write deadlines: a server that accepts the TCP
+	// connection but never answers (frozen, half-dead network) must not hang
+	// the reader in the handshake or a query.
+	c, err := client.ConnectWithContext(ctx, o.Addr, o.User, o.Password, "", 5*time.Second,
+		func(c *client.Conn) error {
+			c.ReadTimeout, c.WriteTimeout = o.ReadTimeout, o.ReadTimeout
+			return nil
+		})
 	if err != nil {
 		return nil, fmt.Errorf("cdc.addr %s: connecting as cdc.user %q: %w", o.Addr, o.User, err)
 	}
