@@ -63,8 +63,10 @@ type Reader struct {
 	settle *settler
 	cols   *columnCache
 	// Only the Run goroutine uses these two.
-	adm     *client.Conn // the session's SQL connection (server settings, columns)
-	checked bool         // the start line about server settings was written
+	adm      *client.Conn // the session's SQL connection (server settings, columns)
+	checked  bool         // the start line about server settings was written
+	unsaved  *Position    // a later position than the stored one, with nothing to invalidate before it
+	lastSave time.Time
 
 	mu         sync.Mutex // guards the fields below
 	status     Status
@@ -359,6 +361,11 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 	var next *gtid // GTID of the transaction being read (MariaDB)
 	var nextDomain uint32
 	var t txn
+	defer func() {
+		if r.unsaved != nil {
+			r.save(ctx, *r.unsaved)
+		}
+	}()
 	for {
 		ev, err := s.GetEvent(ctx)
 		if err != nil {
@@ -391,9 +398,7 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 			if h.Timestamp != 0 && len(t.orders) == 0 {
 				// A real rotation between transactions: remember the new
 				// file so a purge of the old one does not look like a loss.
-				if err := r.savePosition(ctx, pos); err != nil {
-					r.warnOnce("save", "cdc: saving the binlog position failed; a restart may replay or reset", "err", err)
-				}
+				r.save(ctx, pos)
 			}
 		case *replication.MariadbGTIDEvent:
 			next, nextDomain = &gtid{h.ServerID, e.GTID.SequenceNumber}, e.GTID.DomainID
@@ -466,17 +471,37 @@ func (r *Reader) commit(ctx context.Context, t *txn, pos Position) error {
 	if len(t.orders) > 0 {
 		r.o.Log.Debug("cdc: invalidated", "orders", t.orders, "position", pos.String())
 	}
+	touched := len(t.orders) > 0
 	t.reset()
-	// Saved even when ctx was just cancelled (a clean stop): the
-	// invalidations above are done, so the next reader must not redo them.
+	if !touched && time.Since(r.lastSave) < idleSaveEvery {
+		// Nothing watched changed: saving can wait (the database may be busy
+		// with other tables). Replaying such transactions invalidates nothing.
+		r.unsaved = &pos
+		r.mu.Lock()
+		r.status.Position = pos.String()
+		r.mu.Unlock()
+		return nil
+	}
+	r.save(ctx, pos)
+	return nil
+}
+
+// idleSaveEvery bounds how often a position is saved while the
+// transactions read touch no watched table.
+const idleSaveEvery = time.Second
+
+// save stores pos, even when ctx was just cancelled (a clean stop): the
+// invalidations before pos are done, so the next reader must not redo them.
+func (r *Reader) save(ctx context.Context, pos Position) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
+	r.unsaved = nil
+	r.lastSave = time.Now()
 	if err := r.savePosition(sctx, pos); err != nil {
 		// Not fatal: the next save carries on; a restart before then replays
 		// a little (at least once, never lost).
 		r.warnOnce("save", "cdc: saving the binlog position failed; a restart may replay or reset", "err", err)
 	}
-	return nil
 }
 
 func (r *Reader) settleFire(ctx context.Context, order int64) {
