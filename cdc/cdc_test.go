@@ -45,6 +45,11 @@ var tables = []cdc.Table{
 // account cdc/pw.
 func startDB(t *testing.T, cfg ...mariadbtest.Config) *mariadbtest.Server {
 	t.Helper()
+	return startDBForBench(t, cfg...)
+}
+
+func startDBForBench(t testing.TB, cfg ...mariadbtest.Config) *mariadbtest.Server {
+	t.Helper()
 	s := mariadbtest.Start(t, cfg...)
 	s.Exec(t, schema)
 	s.ReplicationUser(t, "cdc", "pw", "anqicms")
@@ -145,8 +150,12 @@ func options(t *testing.T, s *mariadbtest.Server, rec *recorder, log *logBuf) cd
 		ReadTimeout: 2 * time.Second,
 		Invalidate:  rec.invalidate,
 		ResetAll:    rec.resetAll,
-		Log:         slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log:         newTextLogger(log),
 	}
+}
+
+func newTextLogger(l *logBuf) *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // running is a Reader whose Run goroutine the test owns.
