@@ -25,6 +25,7 @@ type Config struct {
 	Watch      Watch            `toml:"watch"`
 	Log        Log              `toml:"log"`
 	Static     Static           `toml:"static"` // issue 12: see tls_static.go
+	CDC        CDC              `toml:"cdc"`
 	Invalidate []InvalidateRule `toml:"invalidate"`
 }
 
@@ -210,6 +211,51 @@ type Log struct {
 	Format string `toml:"format"`
 }
 
+// CDC invalidates orders from the database's change stream (the binlog of
+// the MySQL/MariaDB AnqiCMS writes to), so changes made where anqi-edge
+// cannot see them (the admin panel) reach the cache too. Off while Addr is
+// empty.
+type CDC struct {
+	// Addr is the database as host:port, or a unix socket path; "" = off.
+	// Default "".
+	Addr string `toml:"addr"`
+	// User is an account with REPLICATION SLAVE and REPLICATION CLIENT
+	// (MariaDB: BINLOG MONITOR), plus SELECT on the watched tables when the
+	// server does not log column names (binlog_row_metadata != FULL).
+	// Default "".
+	User string `toml:"user"`
+	// Password of User. Default "".
+	Password string `toml:"password"`
+	// ServerID is this reader's replica id, unique on that server, 1 to
+	// 4294967295; 0 = chosen by anqi-edge. Default 0.
+	ServerID int64 `toml:"server_id"`
+	// Settle is the delay of a second invalidation of each changed order,
+	// which closes the window where the binlog is read before the commit is
+	// visible; "0s" = no second invalidation. Default 500ms.
+	Settle Duration `toml:"settle"`
+	// Heartbeat is how often an idle server sends a heartbeat. Default 2s.
+	Heartbeat Duration `toml:"heartbeat"`
+	// ReadTimeout drops a connection silent this long (a dead network) and
+	// reconnects; must exceed Heartbeat. Default 6s.
+	ReadTimeout Duration `toml:"read_timeout"`
+	// LeaseTTL is the Redis lease that lets one replica read at a time; a
+	// dead reader is replaced within about LeaseTTL plus a third of it.
+	// Without Redis every replica reads. Default 3s.
+	LeaseTTL Duration `toml:"lease_ttl"`
+	// Tables are the watched tables, [[cdc.table]] in the file (file only,
+	// no env var). At least one when Addr is set.
+	Tables []CDCTable `toml:"table"`
+}
+
+// CDCTable maps a table to the column holding the order id.
+type CDCTable struct {
+	// Name is "table" (any database) or "database.table".
+	Name string `toml:"name"`
+	// OrderColumn is the column whose value is the order id, e.g. "id" for
+	// the orders table, "comm_order_id" for the messages table.
+	OrderColumn string `toml:"order_column"`
+}
+
 // InvalidateRule is one write hook: after upstream answers code == 0 to
 // Method Path, the order whose id is found per ID is invalidated.
 type InvalidateRule struct {
@@ -298,6 +344,12 @@ func Default() *Config {
 		Log: Log{
 			Level:  "info",
 			Format: "json",
+		},
+		CDC: CDC{
+			Settle:      Duration{500 * time.Millisecond},
+			Heartbeat:   Duration{2 * time.Second},
+			ReadTimeout: Duration{6 * time.Second},
+			LeaseTTL:    Duration{3 * time.Second},
 		},
 		Invalidate: BuiltinRules(),
 		// Static: off (Root "") by default.

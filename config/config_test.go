@@ -72,6 +72,16 @@ func TestDefault_MatchesDesignTable(t *testing.T) {
 		{"watch.max_per_identity", c.Watch.MaxPerIdentity, 16},
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "json"},
+		// DESIGN §4b.
+		{"cdc.addr", c.CDC.Addr, ""},
+		{"cdc.user", c.CDC.User, ""},
+		{"cdc.password", c.CDC.Password, ""},
+		{"cdc.server_id", c.CDC.ServerID, int64(0)},
+		{"cdc.table", c.CDC.Tables, []CDCTable(nil)},
+		{"cdc.settle", c.CDC.Settle, dur("500ms")},
+		{"cdc.heartbeat", c.CDC.Heartbeat, dur("2s")},
+		{"cdc.read_timeout", c.CDC.ReadTimeout, dur("6s")},
+		{"cdc.lease_ttl", c.CDC.LeaseTTL, dur("3s")},
 	}
 	for _, tt := range tests {
 		if !reflect.DeepEqual(tt.got, tt.want) {
@@ -525,5 +535,71 @@ func TestEnv_KubernetesServiceLinksAreIgnored(t *testing.T) {
 	}
 	if _, err := Parse(nil, []string{"ANQI_EDGE_PORTS=1"}); err == nil {
 		t.Fatal("ANQI_EDGE_PORTS is no service link and names no key: want an error")
+	}
+}
+
+const cdcTables = `
+[[cdc.table]]
+name = "communication_orders"
+order_column = "id"
+
+[[cdc.table]]
+name = "anqicms.communication_messages"
+order_column = "comm_order_id"
+`
+
+func TestParse_CDCTablesAndKeys(t *testing.T) {
+	c, err := Parse([]byte("[cdc]\naddr = \"db:3306\"\nuser = \"cdc\"\nserver_id = 4242\nsettle = \"0s\"\n"+cdcTables), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []CDCTable{{"communication_orders", "id"}, {"anqicms.communication_messages", "comm_order_id"}}
+	if !reflect.DeepEqual(c.CDC.Tables, want) || c.CDC.Addr != "db:3306" || c.CDC.ServerID != 4242 || c.CDC.Settle != dur("0s") {
+		t.Errorf("cdc = %+v", c.CDC)
+	}
+	// A unix socket path is an address too.
+	if _, err := Parse([]byte("[cdc]\naddr = \"/run/mysqld/mysqld.sock\"\n"+cdcTables), nil); err != nil {
+		t.Errorf("socket path: %v", err)
+	}
+}
+
+func TestParse_CDCEnvOverrides(t *testing.T) {
+	env := []string{"ANQI_EDGE_CDC_ADDR=10.0.0.5:3306", "ANQI_EDGE_CDC_PASSWORD=s3cret", "ANQI_EDGE_CDC_SERVER_ID=77", "ANQI_EDGE_CDC_SETTLE=1s"}
+	c, err := Parse([]byte(cdcTables), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CDC.Addr != "10.0.0.5:3306" || c.CDC.Password != "s3cret" || c.CDC.ServerID != 77 || c.CDC.Settle != dur("1s") {
+		t.Errorf("cdc = %+v", c.CDC)
+	}
+	_, err = Parse([]byte(cdcTables), []string{"ANQI_EDGE_CDC_ADDR=db:3306", "ANQI_EDGE_CDC_PASSWORD=s3cret", "ANQI_EDGE_CDC_HEARTBEAT=soon"})
+	if err == nil || !strings.Contains(err.Error(), "cdc.heartbeat") {
+		t.Errorf("bad env duration: %v", err)
+	}
+}
+
+func TestParse_CDCErrorsNameTheKey(t *testing.T) {
+	on := "[cdc]\naddr = \"db:3306\"\n"
+	tests := []struct{ name, toml, want string }{
+		{"tables without addr", cdcTables, "config: cdc.addr: must be set"},
+		{"addr without tables", on, "config: cdc.table: at least one [[cdc.table]]"},
+		{"bad addr", "[cdc]\naddr = \"db\"\n" + cdcTables, `cdc.addr: must be host:port`},
+		{"rule without name", on + "[[cdc.table]]\norder_column = \"id\"\n", `config: cdc.table[0].name: must be "table" or "database.table", got ""`},
+		{"rule without column", on + "[[cdc.table]]\nname = \"communication_orders\"\n", `config: cdc.table[0].order_column: must name the column`},
+		{"bad name", on + "[[cdc.table]]\nname = \"a.b.c\"\norder_column = \"id\"\n", `cdc.table[0].name`},
+		{"duplicate table", on + cdcTables + "[[cdc.table]]\nname = \"Communication_Orders\"\norder_column = \"id\"\n", `cdc.table[2].name: duplicates cdc.table[0]`},
+		{"unknown rule key", on + "[[cdc.table]]\nname = \"x\"\ncolumn = \"id\"\n", `unknown key "cdc.table.column"`},
+		{"server id too large", on + "server_id = 4294967296\n" + cdcTables, "cdc.server_id"},
+		{"negative settle", on + "settle = \"-1s\"\n" + cdcTables, "cdc.settle"},
+		{"read timeout not above heartbeat", on + "heartbeat = \"5s\"\nread_timeout = \"5s\"\n" + cdcTables, "cdc.read_timeout: must be longer than cdc.heartbeat"},
+		{"zero lease", on + "lease_ttl = \"0s\"\n" + cdcTables, "cdc.lease_ttl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.toml), nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want it to contain %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -235,6 +235,7 @@ var secretKeys = map[string]bool{
 	"admin.token":       true,
 	"auth.token_secret": true,
 	"auth.site_secrets": true,
+	"cdc.password":      true,
 }
 
 // setFromEnv parses s into v. Lists are comma separated ("a:1,b:2"; "" is

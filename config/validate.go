@@ -83,6 +83,7 @@ func (c *Config) Validate() error {
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 
 	c.validateTLSStatic(&v) // issue 12: tls_static.go
+	v.cdc(&c.CDC)
 
 	seen := make(map[string]int)
 	for i, r := range c.Invalidate {
@@ -101,6 +102,49 @@ func (c *Config) Validate() error {
 		seen[r.Method+" "+r.Path] = i
 	}
 	return v.err
+}
+
+func (v *validator) cdc(c *CDC) {
+	if c.Addr == "" {
+		if len(c.Tables) > 0 {
+			v.fail("cdc.addr", "must be set (host:port of the database) when [[cdc.table]] rules are listed, got %q", c.Addr)
+		}
+		return
+	}
+	if !strings.HasPrefix(c.Addr, "/") {
+		v.hostPort("cdc.addr", c.Addr)
+	}
+	if c.ServerID < 0 || c.ServerID > 1<<32-1 {
+		v.fail("cdc.server_id", "must be between 0 (chosen by anqi-edge) and 4294967295, got %d", c.ServerID)
+	}
+	if c.Settle.Duration < 0 {
+		v.fail("cdc.settle", "must be >= 0 (0s = no second invalidation), got %q", c.Settle)
+	}
+	v.positive("cdc.heartbeat", c.Heartbeat)
+	v.positive("cdc.read_timeout", c.ReadTimeout)
+	if c.ReadTimeout.Duration <= c.Heartbeat.Duration {
+		v.fail("cdc.read_timeout", "must be longer than cdc.heartbeat %q, got %q", c.Heartbeat, c.ReadTimeout)
+	}
+	v.positive("cdc.lease_ttl", c.LeaseTTL)
+	if len(c.Tables) == 0 {
+		v.fail("cdc.table", "at least one [[cdc.table]] with name and order_column is needed when cdc.addr is set")
+	}
+	seen := map[string]int{}
+	for i, t := range c.Tables {
+		key := fmt.Sprintf("cdc.table[%d]", i)
+		if t.Name == "" || strings.ContainsAny(t.Name, " `'\"") || strings.Count(t.Name, ".") > 1 ||
+			strings.HasPrefix(t.Name, ".") || strings.HasSuffix(t.Name, ".") {
+			v.fail(key+".name", "must be \"table\" or \"database.table\", got %q", t.Name)
+		}
+		if t.OrderColumn == "" || strings.ContainsAny(t.OrderColumn, " .`'\"") {
+			v.fail(key+".order_column", "must name the column holding the order id (e.g. \"id\" or \"comm_order_id\"), got %q", t.OrderColumn)
+		}
+		name := strings.ToLower(t.Name)
+		if j, dup := seen[name]; dup {
+			v.fail(key+".name", "duplicates cdc.table[%d] %q", j, t.Name)
+		}
+		seen[name] = i
+	}
 }
 
 // validator keeps the first failure; later checks are no-ops after it.

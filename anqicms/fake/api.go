@@ -89,6 +89,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(p, "/api/"):
 		s.serveAPI(w, r)
+	case strings.HasPrefix(p, "/system/api/"):
+		s.serveAdmin(w, r)
 	case p == "/__echo" || strings.HasPrefix(p, "/__echo/"):
 		serveEcho(w, r)
 	case p == "/__raw" || strings.HasPrefix(p, "/__raw/"):
@@ -122,7 +124,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	if rt.needUser && q.user == nil {
 		a = q.fail(CodeNotLogin, "notLogin")
 	} else {
-		a = rt.handle(s, q)
+		a = s.handle(rt, q)
 	}
 	b, err := json.Marshal(a)
 	if err != nil {

@@ -47,6 +47,8 @@ type Server struct {
 	lastOrder int64
 	lastMsg   int64
 
+	db *dbStore // nil: orders live in memory only (see NewWithDB)
+
 	calls sync.Map // path -> *atomic.Int64
 
 	ctl     sync.Mutex // guards the test controls and servers below

@@ -1,6 +1,8 @@
 package fake
 
 import (
+	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -26,6 +28,14 @@ func (s *Server) AddUser(u User) {
 // of a per-server sequence), CreatedTime, OrderID, SiteID and User (from the
 // order's user), and the ids of its messages. It returns the stored copy.
 func (s *Server) AddOrder(o Order) Order {
+	stored := s.addOrder(o)
+	if s.db != nil {
+		s.dbAddOrder(stored)
+	}
+	return stored
+}
+
+func (s *Server) addOrder(o Order) Order {
 	now := s.opts.Now().Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -75,8 +85,14 @@ func (s *Server) fillMessage(m *Message, orderID, now int64) {
 	}
 }
 
-// Order returns a deep copy of the order's current state.
+// Order returns a deep copy of the order's current state (in database
+// mode, as the database holds it now).
 func (s *Server) Order(id int64) (Order, bool) {
+	if s.db != nil {
+		o, ok, err := s.reloadOrder(context.Background(), id)
+		mustStore(err)
+		return o, ok
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	o, ok := s.orders[id]
@@ -89,8 +105,16 @@ func (s *Server) Order(id int64) (Order, bool) {
 // AppendMessage adds a message to an order behind the API's back, as the
 // admin panel would. Empty SenderType means "admin", empty MessageType
 // "text". It returns the stored message, or the zero Message if the order
-// does not exist.
+// does not exist. In database mode it writes only to the database.
 func (s *Server) AppendMessage(orderID int64, m Message) Message {
+	if s.db != nil {
+		m, err := s.dbAppendMessage(context.Background(), orderID, m)
+		if errors.Is(err, errNoOrder) {
+			return Message{}
+		}
+		mustStore(err)
+		return m
+	}
 	now := s.opts.Now().Unix()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -103,8 +127,15 @@ func (s *Server) AppendMessage(orderID int64, m Message) Message {
 	return m
 }
 
-// SetOrderStatus changes an order's status as the admin panel would.
+// SetOrderStatus changes an order's status as the admin panel would (in
+// database mode, only in the database).
 func (s *Server) SetOrderStatus(orderID int64, status int) {
+	if s.db != nil {
+		if err := s.dbUpdateOrder(context.Background(), orderID, map[string]any{"status": status}); !errors.Is(err, errNoOrder) {
+			mustStore(err)
+		}
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if o, ok := s.orders[orderID]; ok {

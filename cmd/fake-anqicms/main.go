@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"flag"
 	"fmt"
 	"log"
@@ -12,6 +13,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	_ "github.com/go-sql-driver/mysql"
 
 	"anqi-edge/anqicms/fake"
 )
@@ -24,16 +27,30 @@ func main() {
 	detailLatency := flag.Duration("detail-latency", 0, "artificial latency of /api/communication/order/detail")
 	printTokens := flag.Bool("print-tokens", false, "print a 30-day token per seeded user")
 	tokenFile := flag.String("token-file", "", "write the first user's 30-day token to this file")
+	dsn := flag.String("dsn", "", "keep orders and messages in this MySQL/MariaDB database "+
+		"(go-sql-driver DSN, e.g. user:pw@tcp(127.0.0.1:3306)/anqicms); empty = in memory")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("fake-anqicms: ")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv := fake.New(fake.Options{
+	opts := fake.Options{
 		TokenSecret: *secret,
 		Latency:     map[string]time.Duration{"/api/communication/order/detail": *detailLatency},
-	})
+	}
+	srv := fake.New(opts)
+	if *dsn != "" {
+		db, err := sql.Open("mysql", *dsn)
+		if err != nil {
+			log.Fatalf("-dsn: %v", err)
+		}
+		defer db.Close()
+		if srv, err = fake.NewWithDB(opts, db); err != nil {
+			log.Fatalf("-dsn: %v", err)
+		}
+		log.Printf("orders in the database; admin side: POST %s, %s, %s", fake.AdminReplyPath, fake.AdminQuotePath, fake.AdminStatusPath)
+	}
 	seeded, _ := srv.Seed(*users, *orders)
 	const ttl = 30 * 24 * time.Hour
 	if *printTokens {
