@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"time"
 
+	"anqi-edge/cdc"
 	"anqi-edge/check"
 	"anqi-edge/config"
 )
@@ -16,18 +18,24 @@ const checkTimeout = time.Minute
 
 // checkExtras are checks other packages contribute to "anqi-edge check",
 // run after the built-in ones.
-//
-// EXTENSION POINT (CDC): append the binlog checks here, adapting
-// cdc.Check(ctx, opts) []CheckResult to check.Func, e.g.
-//
-//	func(ctx context.Context, cfg *config.Config) []check.Result {
-//		var out []check.Result
-//		for _, r := range cdc.Check(ctx, cdcOptions(cfg)) {
-//			out = append(out, check.Result{Name: r.Name, Err: r.Err})
-//		}
-//		return out
-//	}
-var checkExtras []check.Func
+var checkExtras = []check.Func{checkCDC}
+
+// checkCDC tries the [cdc] account: server settings (log_bin,
+// binlog_format=ROW), grants and the watched tables, one line each.
+func checkCDC(ctx context.Context, cfg *config.Config) []check.Result {
+	if cfg.CDC.Addr == "" {
+		return nil
+	}
+	var out []check.Result
+	for _, r := range cdc.Check(ctx, cdc.FromConfig(cfg.CDC)) {
+		res := check.Result{Name: "cdc " + r.Name + " (cdc.addr " + cfg.CDC.Addr + ")"}
+		if !r.OK {
+			res.Err = errors.New(r.Detail)
+		}
+		out = append(out, res)
+	}
+	return out
+}
 
 // checkCmd is "anqi-edge check [-config FILE]", anqi-edge's nginx -t: it
 // validates FILE, then tries everything it names and prints one line per

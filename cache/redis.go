@@ -396,6 +396,21 @@ func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump
 	return true
 }
 
+// BumpEpoch moves every replica to a new key space now. When Redis cannot
+// be reached the bump is queued like an invalidation: reads skip Redis
+// until it is applied, so nothing from the old key space is served.
+func (r *Redis) BumpEpoch(ctx context.Context) error {
+	if r.applyQueued(ctx, map[int64]struct{}{}, true) {
+		return nil
+	}
+	r.mu.Lock()
+	r.blocked.Store(true)
+	r.pending, r.bumpEpoch = map[int64]struct{}{}, true
+	r.mu.Unlock()
+	r.log.Warn("redis unreachable; the cache epoch bump is queued until it answers")
+	return nil
+}
+
 // setEpochLocked moves to epoch n (r.epochMu held) and reports whether it
 // changed; the caller then calls epochChanged.
 func (r *Redis) setEpochLocked(n int64) bool {

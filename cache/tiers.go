@@ -579,3 +579,20 @@ func (t *Tiers) Peek(key Key) (*Entry, Outcome) {
 	}
 	return nil, 0
 }
+
+// ResetAll drops every cached order on every replica: L1 here, and a new
+// Redis epoch (every key cached before becomes a miss; the bump is
+// published, so the other replicas clear their L1). The database change
+// stream calls it when it lost its place and cannot know what changed.
+func (t *Tiers) ResetAll(ctx context.Context) error {
+	t.l1.Clear()
+	var err error
+	if t.redis != nil {
+		err = t.redis.BumpEpoch(ctx)
+		// Like Invalidate's second bump: voids what a read of the old
+		// key space stored meanwhile.
+		t.l1.Clear()
+	}
+	t.notify(0)
+	return err
+}

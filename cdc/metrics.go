@@ -52,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// Off marks the series of a replica without [cdc]: they are exported all
+// the same (at 0, state "off"), so dashboards and alerts see one shape.
+func (m *Metrics) Off() { m.setState(StateOff) }
+
 func (m *Metrics) setState(s State) {
 	if m == nil {
 		return

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-mysql-org/go-mysql/client"
@@ -38,9 +39,10 @@ const (
 	StateStreaming  State = "streaming"  // reading the binary log
 	StateRetrying   State = "retrying"   // waiting to reconnect after an error
 	StateStopped    State = "stopped"    // Run returned
+	StateOff        State = "off"        // no [cdc] configured
 )
 
-var allStates = []State{StateStarting, StateStandby, StateConnecting, StateStreaming, StateRetrying, StateStopped}
+var allStates = []State{StateStarting, StateStandby, StateConnecting, StateStreaming, StateRetrying, StateStopped, StateOff}
 
 // Status is a snapshot for /readyz.
 type Status struct {
@@ -58,8 +60,10 @@ type Status struct {
 // Reader reads the binary log and invalidates changed orders. Build it with
 // New and call Run once.
 type Reader struct {
-	o      Options
-	rules  map[string]Table // lower-case "db.table" or "table" -> rule
+	o Options
+	// rules maps lower-case "db.table" or "table" to its rule; a reload
+	// swaps the whole map (SetTables).
+	rules  atomic.Pointer[map[string]Table]
 	settle *settler
 	cols   *columnCache
 	// Only the Run goroutine uses these two.
@@ -83,18 +87,26 @@ func New(o Options) (*Reader, error) {
 	if o.Positions == nil {
 		o.Positions = &MemoryPositions{}
 	}
-	r := &Reader{o: o, rules: map[string]Table{}, warned: map[string]bool{}}
-	for _, t := range o.Tables {
-		r.rules[strings.ToLower(t.Name)] = t
-		if o.Metrics != nil {
-			o.Metrics.Invalidations.WithLabelValues(t.Name) // shown at 0 from the start
-		}
-	}
+	r := &Reader{o: o, warned: map[string]bool{}}
+	r.SetTables(o.Tables)
 	r.settle = newSettler(o.Settle, r.settleFire)
 	r.cols = newColumnCache(r.sqlConn)
 	r.status.State = StateStarting
 	o.Metrics.setState(StateStarting)
 	return r, nil
+}
+
+// SetTables replaces the watched tables ([[cdc.table]], on reload); row
+// events read from then on follow the new rules.
+func (r *Reader) SetTables(tables []Table) {
+	rules := make(map[string]Table, len(tables))
+	for _, t := range tables {
+		rules[strings.ToLower(t.Name)] = t
+		if r.o.Metrics != nil {
+			r.o.Metrics.Invalidations.WithLabelValues(t.Name) // shown at 0 from the start
+		}
+	}
+	r.rules.Store(&rules)
 }
 
 // Status returns a snapshot of the reader's state.
@@ -532,9 +544,10 @@ func (r *Reader) collect(e *replication.RowsEvent, t *txn) error {
 		return nil
 	}
 	db, table := string(tm.Schema), string(tm.Table)
-	rule, ok := r.rules[strings.ToLower(db+"."+table)]
+	rules := *r.rules.Load()
+	rule, ok := rules[strings.ToLower(db+"."+table)]
 	if !ok {
-		if rule, ok = r.rules[strings.ToLower(table)]; !ok {
+		if rule, ok = rules[strings.ToLower(table)]; !ok {
 			return nil
 		}
 	}

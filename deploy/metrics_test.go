@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"anqi-edge/anqicms/fake"
+	"anqi-edge/config"
 	"anqi-edge/internal/edgetest"
 )
 
@@ -29,7 +30,13 @@ import (
 // admin /metrics text and the running registry.
 func liveScrape(t *testing.T) (string, *prometheus.Registry) {
 	t.Helper()
-	env := edgetest.Start(t, edgetest.Options{Redis: []string{closedAddr(t)}})
+	// [cdc] pointed at a closed port: the reader keeps retrying, and every
+	// cdc series (the per-table ones too) is exported, as in production.
+	env := edgetest.Start(t, edgetest.Options{Redis: []string{closedAddr(t)}, Config: func(c *config.Config) {
+		c.CDC.Addr = closedAddr(t)
+		c.CDC.User = "cdc"
+		c.CDC.Tables = []config.CDCTable{{Name: "communication_orders", OrderColumn: "id"}}
+	}})
 	env.Fake.AddUser(fake.User{ID: 1, Name: "alice"})
 	order := env.Fake.AddOrder(fake.Order{UserID: 1, Title: "deploy test"})
 	tok := "token: " + env.Fake.Token(1, 24*time.Hour)

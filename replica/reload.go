@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"anqi-edge/cache"
+	"anqi-edge/cdc"
 	"anqi-edge/config"
 	"anqi-edge/proxy"
 	"anqi-edge/static"
@@ -28,6 +29,7 @@ var liveKeys = []string{
 	"invalidate", "log.level", "admin.token",
 	"upstream.timeout", "upstream.dial_timeout",
 	"server.tls_cert", "server.tls_key", "static.root",
+	"cdc.table",
 }
 
 func isLive(key string) bool {
@@ -110,12 +112,16 @@ func (r *Replica) Reload(next *config.Config) (restartNeeded []string, err error
 	merged.Upstream.Timeout, merged.Upstream.DialTimeout = next.Upstream.Timeout, next.Upstream.DialTimeout
 	merged.Server.TLSCert, merged.Server.TLSKey = next.Server.TLSCert, next.Server.TLSKey
 	merged.Static = next.Static
+	merged.CDC.Tables = next.CDC.Tables
 
 	r.tiers.SetPolicy(policy(merged.Cache))
 	r.tiers.L1().SetFresh(merged.Cache.Memory.TTL.Duration)
 	r.detail.SetOptions(detailOptions(&merged))
 	r.hooks.SetRules(merged.Invalidate)
 	r.up.SetTimeouts(merged.Upstream.Timeout.Duration, merged.Upstream.DialTimeout.Duration)
+	if r.cdc != nil {
+		r.cdc.SetTables(cdc.FromConfig(merged.CDC).Tables)
+	}
 	if merged.Static.Root != cur.Static.Root {
 		if old := r.static.p.Swap(files); old != nil {
 			old.Close()

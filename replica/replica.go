@@ -25,6 +25,7 @@ import (
 	"anqi-edge/admin"
 	"anqi-edge/anqicms"
 	"anqi-edge/cache"
+	"anqi-edge/cdc"
 	"anqi-edge/config"
 	"anqi-edge/metrics"
 	"anqi-edge/proxy"
@@ -57,6 +58,7 @@ type Replica struct {
 	static   staticFiles
 	detail   *proxy.Detail
 	hooks    *proxy.WriteHooks
+	cdc      *cdc.Reader // nil: cdc.addr not set
 
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
@@ -150,6 +152,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		Log:       log,
 		ReplicaID: r.id,
 	})
+	cdcMetrics := cdc.NewMetrics(r.m.Registry)
+	if cfg.CDC.Addr != "" {
+		if r.cdc, err = r.newCDC(cfg, cdcMetrics); err != nil {
+			return nil, err
+		}
+	} else {
+		cdcMetrics.Off()
+	}
 	r.admin = admin.New(admin.Options{
 		Listen:   cfg.Admin.Listen,
 		Token:    func() string { return r.cfg.Load().Admin.Token },
@@ -194,6 +204,9 @@ func (r *Replica) Start() error {
 	}
 	if r.certs != nil {
 		r.goBackground(func() { r.certs.Run(ctx) })
+	}
+	if r.cdc != nil {
+		r.goBackground(func() { r.cdc.Run(ctx) })
 	}
 	if r.cfg.Load().Server.RedirectHTTP != "" {
 		if err := r.startRedirect(); err != nil {
@@ -299,6 +312,30 @@ func (r *Replica) purge(ctx context.Context, order int64) (bool, error) {
 	return r.tiers.Invalidate(ctx, order)
 }
 
+// newCDC builds the database change-stream reader. Its invalidations take
+// the same path as a proxied write's. With Redis, one replica reads at a
+// time under a lease and keeps the position in Redis, so a restart of any
+// replica resumes where the stream was left; without Redis every replica
+// reads for itself from the current position.
+func (r *Replica) newCDC(cfg *config.Config, m *cdc.Metrics) (*cdc.Reader, error) {
+	o := cdc.FromConfig(cfg.CDC)
+	o.Invalidate = func(ctx context.Context, order int64) error {
+		r.m.Invalidations.WithLabelValues("cdc").Inc()
+		_, err := r.tiers.Invalidate(ctx, order)
+		return err
+	}
+	o.ResetAll = r.tiers.ResetAll
+	if r.rdb != nil {
+		// Both or neither: the stored position is shared, so only the
+		// lease holder may move it.
+		o.Positions = cdc.RedisPositions(r.rdb, cfg.Redis.KeyPrefix+":cdc:pos")
+		o.Lease = cdc.RedisLease(r.rdb, cfg.Redis.KeyPrefix+":cdc:lease", cfg.CDC.LeaseTTL.Duration)
+	}
+	o.Metrics = m
+	o.Log = r.log.With("component", "cdc")
+	return cdc.New(o)
+}
+
 // readiness is what /readyz reports beside its status.
 type readiness struct {
 	Upstream struct {
@@ -307,7 +344,9 @@ type readiness struct {
 		Error     string `json:"error,omitempty"`
 	} `json:"upstream"`
 	Redis any `json:"redis"`
-	L1    struct {
+	// CDC is the change-stream reader's state; "disabled" without [cdc].
+	CDC any `json:"cdc"`
+	L1  struct {
 		Bytes   int64 `json:"bytes"`
 		Entries int64 `json:"entries"`
 	} `json:"l1"`
@@ -326,6 +365,11 @@ func (r *Replica) ready(ctx context.Context) any {
 		rd.Redis = rt.Status(ctx)
 	} else {
 		rd.Redis = "disabled"
+	}
+	if r.cdc != nil {
+		rd.CDC = r.cdc.Status()
+	} else {
+		rd.CDC = "disabled"
 	}
 	rd.L1.Bytes, rd.L1.Entries = r.tiers.L1().Size()
 	return rd

@@ -4,6 +4,7 @@ package edgetest
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -40,6 +41,9 @@ type Options struct {
 	// per-site secrets, latency); nil = fake.Options{TokenSecret: Secret}.
 	// An empty TokenSecret is set to Secret.
 	FakeOptions *fake.Options
+	// FakeDB, when set, keeps the fake's orders and messages in that
+	// database (fake.NewWithDB) instead of in memory.
+	FakeDB *sql.DB
 }
 
 // Env is a fake AnqiCMS plus one anqi-edge replica.
@@ -67,7 +71,15 @@ func Start(t testing.TB, o Options) *Env {
 				fo.TokenSecret = Secret
 			}
 		}
-		e.Fake = fake.New(fo)
+		if o.FakeDB != nil {
+			f, err := fake.NewWithDB(fo, o.FakeDB)
+			if err != nil {
+				t.Fatalf("fake anqicms on a database: %v", err)
+			}
+			e.Fake = f
+		} else {
+			e.Fake = fake.New(fo)
+		}
 		u, err := e.Fake.Start("127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("fake anqicms: %v", err)
