@@ -9,6 +9,13 @@
 # memory cache only. It never uses a Redis it did not start (and writes under
 # its own key prefix and channel all the same).
 #
+# MariaDB: when mariadbd is installed the demo starts its own (binlog on, in
+# its temporary directory, on a free loopback port), keeps the fake's orders
+# in it, and lets anqi-edge read its binlog ([cdc]): a reply made "in the
+# admin panel" (a write to the database only, never through anqi-edge)
+# reaches the customer's event stream at once. Without mariadbd the fake
+# keeps its orders in memory and the admin line is left out.
+#
 # Knobs (environment): DEMO_LISTEN (127.0.0.1:8080), DEMO_ADMIN
 # (127.0.0.1:9090), DEMO_UPSTREAM (127.0.0.1:8001), DEMO_EDGE_BIN
 # (./anqi-edge), DEMO_FAKE_BIN (./fake-anqicms), DEMO_READY_TIMEOUT (20 s).
@@ -113,9 +120,47 @@ if command -v redis-server >/dev/null 2>&1; then
 	[ -n "$redis_addrs" ] || redis_note="no free port for a private redis-server: anqi-edge runs with its memory cache only"
 fi
 
+# --- MariaDB with a binlog: our own, or none -------------------------------------
+db_addr=
+db_note="no mariadbd installed: changes made behind the proxy show when entries expire"
+mariadbd_bin=$(command -v mariadbd || command -v /usr/sbin/mariadbd || true)
+if [ -n "$mariadbd_bin" ] && command -v mariadb-install-db >/dev/null 2>&1 && command -v mariadb >/dev/null 2>&1; then
+	mkdir -p "$work/db/data" "$work/db/tmp"
+	if mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$work/db/data" \
+		--auth-root-authentication-method=normal --skip-test-db >"$work/db/install.log" 2>&1; then
+		for port in $(seq 13306 13406); do
+			port_free "$port" || continue
+			"$mariadbd_bin" --no-defaults --user="$(id -un)" --datadir="$work/db/data" --tmpdir="$work/db/tmp" \
+				--socket="$work/db/sock" --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+				--log-bin=demo-bin --binlog-format=ROW --binlog-row-metadata=FULL --server-id=1 \
+				--innodb-buffer-pool-size=32M >"$work/db/mariadbd.log" 2>&1 &
+			dpid=$!
+			for _ in $(seq 100); do
+				kill -0 "$dpid" 2>/dev/null || break
+				mariadb --no-defaults --socket="$work/db/sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break
+				sleep 0.1
+			done
+			if kill -0 "$dpid" 2>/dev/null; then
+				pids+=("$dpid")
+				mariadb --no-defaults --socket="$work/db/sock" -uroot -e "
+					CREATE DATABASE anqicms;
+					CREATE USER 'cdc'@'%' IDENTIFIED BY 'demo';
+					GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'cdc'@'%';
+					GRANT SELECT ON anqicms.* TO 'cdc'@'%';"
+				db_addr=127.0.0.1:$port
+				db_note="a private MariaDB on $db_addr (binlog on; stopped with the demo)"
+				break
+			fi
+			wait "$dpid" 2>/dev/null || true
+		done
+	fi
+fi
+
 # --- fake AnqiCMS ------------------------------------------------------------------
 tok=$work/token
-"$fake_bin" -listen "$upstream" -users 3 -orders 2 -token-file "$tok" >"$work/fake.log" 2>&1 &
+fake_db=()
+[ -z "$db_addr" ] || fake_db=(-dsn "root@unix($work/db/sock)/anqicms")
+"$fake_bin" -listen "$upstream" -users 3 -orders 2 -token-file "$tok" "${fake_db[@]}" >"$work/fake.log" 2>&1 &
 fpid=$!
 pids+=("$fpid")
 wait_for "$fpid" "the fake AnqiCMS on $upstream" "$work/fake.log" http_answers "http://$upstream/"
@@ -128,7 +173,23 @@ unset_edge_env=()
 for v in $(compgen -e); do
 	case $v in ANQI_EDGE_*) unset_edge_env+=(-u "$v") ;; esac
 done
-env "${unset_edge_env[@]}" \
+# [[cdc.table]] lives only in a file: the demo's copy of config.toml adds it.
+cp config.toml "$work/config.toml"
+cdc_env=()
+if [ -n "$db_addr" ]; then
+	cat >>"$work/config.toml" <<TOML
+
+[[cdc.table]]
+name = "communication_orders"
+order_column = "id"
+
+[[cdc.table]]
+name = "communication_messages"
+order_column = "comm_order_id"
+TOML
+	cdc_env=(ANQI_EDGE_CDC_ADDR="$db_addr" ANQI_EDGE_CDC_USER=cdc ANQI_EDGE_CDC_PASSWORD=demo)
+fi
+env "${unset_edge_env[@]}" "${cdc_env[@]}" \
 	ANQI_EDGE_SERVER_LISTEN=$listen \
 	ANQI_EDGE_ADMIN_LISTEN=$admin \
 	ANQI_EDGE_ADMIN_TOKEN=demo-admin \
@@ -137,7 +198,7 @@ env "${unset_edge_env[@]}" \
 	ANQI_EDGE_REDIS_KEY_PREFIX=anqi-edge-demo \
 	ANQI_EDGE_REDIS_CHANNEL=anqi-edge-demo:invalidate \
 	ANQI_EDGE_LOG_FORMAT=text \
-	"$edge_bin" -config config.toml >"$work/anqi-edge.log" 2>&1 &
+	"$edge_bin" -config "$work/config.toml" >"$work/anqi-edge.log" 2>&1 &
 epid=$!
 pids+=("$epid")
 wait_for "$epid" "anqi-edge on $listen (admin $admin)" "$work/anqi-edge.log" http_ok "http://$admin/readyz"
@@ -145,7 +206,7 @@ wait_for "$epid" "anqi-edge on $listen (admin $admin)" "$work/anqi-edge.log" htt
 cat <<MSG
 
 anqi-edge is on http://$listen in front of a fake AnqiCMS on $upstream
-(admin listener $admin; $redis_note).
+(admin listener $admin; $redis_note; $db_note).
 Try, in another terminal:
 
   # order 1 as its owner: first MISS, then HIT
@@ -159,6 +220,16 @@ Try, in another terminal:
 
   # watch order 1 (Server-Sent Events), then send a message in another terminal
   curl -N 'http://$listen/api/communication/order/events?id=1' -H 'token: $T'
+MSG
+if [ -n "$db_addr" ]; then
+	cat <<MSG
+
+  # the shop's admin replies in the admin panel: a write to the database only,
+  # never through anqi-edge; the binlog brings it to the event stream above at once
+  curl -s -X POST http://$upstream/system/api/communication/message/send -H 'Content-Type: application/json' -d '{"comm_order_id":1,"content":"Your cake is ready"}'
+MSG
+fi
+cat <<MSG
 
 anqi-edge's log follows. Ctrl-C stops everything.
 MSG

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -174,6 +175,57 @@ func TestDemo_PrintsCurlLinesOnlyOnceAnqiEdgeIsReadyAndUsesItsOwnRedis(t *testin
 				t.Errorf("the demo's redis-server %s still runs after the demo stopped", m[1])
 			}
 		}()
+	}
+
+	// MariaDB: with mariadbd installed, the demo's admin line (a write to
+	// the database only) reaches a customer's event stream through the
+	// binlog.
+	if _, err := exec.LookPath("mariadbd"); err == nil || fileExists("/usr/sbin/mariadbd") {
+		admLine := regexp.MustCompile(`curl -s -X POST (http://\S+/system/api/communication/message/send) .* -d '([^']+)'`).FindStringSubmatch(text)
+		if admLine == nil {
+			t.Fatalf("mariadbd is installed, but the demo printed no admin line:\n%s", text)
+		}
+		sseReq, _ := http.NewRequest(http.MethodGet, "http://"+listen+"/api/communication/order/events?id=1", nil)
+		sseReq.Header.Set("token", tok[1])
+		sse, err := (&http.Client{Timeout: 20 * time.Second}).Do(sseReq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := make(chan string, 16)
+		go func() {
+			defer close(events)
+			sc := bufio.NewScanner(sse.Body)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				events <- sc.Text()
+			}
+		}()
+		// The stream's first event is the current detail.
+		for l := range events {
+			if strings.HasPrefix(l, "data: ") {
+				break
+			}
+		}
+		resp, err := client.Post(admLine[1], "application/json", strings.NewReader(admLine[2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var reply struct {
+			Content string `json:"content"`
+		}
+		json.Unmarshal([]byte(admLine[2]), &reply)
+		seen := false
+		for l := range events {
+			if strings.HasPrefix(l, "data: ") && strings.Contains(l, reply.Content) {
+				seen = true
+				break
+			}
+		}
+		sse.Body.Close()
+		if !seen {
+			t.Fatalf("the admin reply %q never reached the event stream", reply.Content)
+		}
 	}
 
 	// Ctrl-C (SIGINT to the script alone) stops everything it started.
