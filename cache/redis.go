@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,19 +19,31 @@ import (
 
 // ErrUnavailable means Redis is being skipped: the breaker is open, or
 // invalidations queued during an outage have not been applied yet (reading
-// before they are could serve an order known to have changed).
+// before they are could serve an order known to have changed). A lookup
+// that returns it never reached Redis: count it as skipped, not as a miss.
 var ErrUnavailable = errors.New("redis skipped: breaker open or invalidations pending")
 
 // NoGen marks a fill whose Redis generation is unknown (Redis was skipped
-// when the flight started). Such fills are never written to Redis.
+// when the flight started, or its epoch moved under the lookup). Such fills
+// are never written to Redis.
 const NoGen = -1
+
+// DefaultChannelBase starts the default pub/sub channel; DefaultChannel
+// appends the key prefix to it.
+const DefaultChannelBase = "anqi-edge:invalidate"
+
+// DefaultChannel is the channel used when RedisOptions.Channel is empty:
+// one per key prefix, so two deployments sharing a Redis do not even hear
+// each other. (Messages carry the prefix as well, so deployments that were
+// configured onto one channel ignore each other's messages.)
+func DefaultChannel(prefix string) string { return DefaultChannelBase + ":" + prefix }
 
 // RedisOptions configures the Redis tier. Zero values mean the defaults.
 type RedisOptions struct {
 	Client redis.UniversalClient
 	// Prefix starts every key ("ae").
 	Prefix string
-	// Channel carries invalidations between replicas ("anqi-edge:invalidate").
+	// Channel carries invalidations between replicas (DefaultChannel(Prefix)).
 	Channel string
 	// ReplicaID tells this process's own pub/sub messages apart; it already
 	// invalidated its L1 before publishing.
@@ -46,7 +57,7 @@ type RedisOptions struct {
 	QueueMax int
 	// OnRemoteInvalidate drops an order from L1 when another replica
 	// invalidated it; OnClear drops all of L1 (subscription re-established,
-	// epoch moved).
+	// epoch moved, Redis found to have lost its data).
 	OnRemoteInvalidate func(order int64)
 	OnClear            func()
 	Metrics            *metrics.Metrics
@@ -61,6 +72,32 @@ type RedisOptions struct {
 //	P:{o:N}:e:EPOCH:SUM  one entry per (site, identity)
 //
 // and P:epoch, the global epoch that is part of every entry key.
+//
+// # Redis losing its data
+//
+// A flush, a restart without persistence, a failover to an empty replica or
+// an eviction can make any of these keys vanish while fills are in flight
+// and replicas hold L1 copies. Two rules make that safe:
+//
+//   - A generation counter is created by the lookup (never by the fill),
+//     and a fill whose counter is missing is refused (FillDroppedReset). A
+//     counter that is created or re-created starts at the Redis server's
+//     clock in microseconds, not at 0, so it never takes a value an older
+//     counter of the same order handed out: a fill that read generation G
+//     before the data was lost can never match again, and an entry filled
+//     under G is never served again. Fills push the counter's TTL past
+//     their entry's, so it is not the first to expire.
+//   - P:epoch is the incarnation marker: it exists from the first lookup
+//     on, and only ever moves up. When it is missing (or lower than the
+//     epoch a replica already uses), Redis lost it, and the replica that
+//     notices sets it above every epoch it knew (and above the clock, like
+//     a counter), and announces it. Every replica then adopts it, which
+//     clears its L1 and refuses every fill looked up under the old epoch
+//     (FillDroppedEpoch). On a single server the epoch is read by every
+//     lookup, in the same script; on a cluster (where it lives in another
+//     slot) it is re-read every second, and every 100ms while the
+//     subscription is down. Every replica also re-reads it once a second
+//     in the background, so an idle replica notices too.
 type Redis struct {
 	o   RedisOptions
 	c   redis.UniversalClient
@@ -68,16 +105,23 @@ type Redis struct {
 	log *slog.Logger
 	m   *metrics.Metrics
 
-	epoch atomic.Int64
-	// epochMu is held across every read of P:epoch, the bump, and the
-	// adoption of their result (and of "e:" messages). Epoch values come
-	// from different goroutines over different connections; only doing one
-	// at a time makes the order they are adopted in the order Redis ran
-	// them, so a GET that ran before a bump can never be adopted after it.
+	// msgHead starts every message this deployment publishes (its quoted
+	// key prefix); messages without it come from another deployment.
+	msgHead string
+	// epochInGet: lookups read P:epoch in their own script (not on a
+	// cluster, where it is in another slot).
+	epochInGet bool
+
+	// ev is the epoch in use and its view number, replaced (never edited)
+	// on every move. Epochs only move up.
+	ev atomic.Pointer[epochView]
+	// epochMu serialises the reads, bumps and repairs of P:epoch, so a
+	// burst of lookups that all notice a missing epoch repairs it once.
+	// Lookups do not take it: adoption only moves up, so a value read
+	// before a bump and handled after it is simply ignored.
 	epochMu sync.Mutex
 	// epochFreshUntil (unix nanos) is how long the epoch in use may be
-	// trusted: forever while subscribed (bumps arrive as messages), briefly
-	// after a GET while not. Past it, the next Redis read re-reads P:epoch.
+	// trusted on a cluster without re-reading it.
 	epochFreshUntil atomic.Int64
 	// blocked is true while queued invalidations wait; reads and fills skip
 	// Redis until they are applied.
@@ -88,9 +132,25 @@ type Redis struct {
 	subscribed atomic.Bool
 }
 
-// epochTrust is how long an epoch read by GET is used without the
-// subscription vouching for it.
-const epochTrust = 100 * time.Millisecond
+// epochView is an epoch and the number of moves this replica made to reach
+// it. Generations carry the view, so a fill can tell the epoch moved since
+// its lookup without carrying the (wide) epoch itself.
+type epochView struct {
+	epoch int64
+	view  int64
+}
+
+const (
+	// epochTrust is how long an epoch read by GET is used on a cluster
+	// without the subscription vouching for it; epochTrustSubscribed while
+	// it does (bumps then arrive as messages; the re-read catches a loss
+	// of P:epoch, which sends no message).
+	epochTrust           = 100 * time.Millisecond
+	epochTrustSubscribed = time.Second
+	// epochCheckEvery is how often the background loop re-reads the epoch,
+	// so a replica that makes no lookups still notices Redis lost its data.
+	epochCheckEvery = time.Second
+)
 
 // pubsubPing is how long the subscription may stay quiet before it is
 // pinged; a ping unanswered for as long again means the connection is dead
@@ -108,37 +168,91 @@ var errNoPong = errors.New("pub/sub connection did not answer a ping")
 // Redis until the order is invalidated or its entries expire.
 const maxEntriesPerOrder = 1024
 
-// genTTL keeps a generation counter well past any entry it guards.
-const genTTL = 7 * 24 * time.Hour
+// genTTL is the least a generation counter lives after a lookup or an
+// invalidation: long enough for any fill in flight. Fills stretch it past
+// the entry they store (an expired counter only costs refused fills and
+// misses, never a stale answer: see "Redis losing its data").
+const genTTL = time.Hour
+
+// luaClock yields the Redis server's clock in microseconds since 2020 as a
+// decimal string (about 2^48 today, 2^52 in 2162), built from strings: Lua
+// numbers are doubles and print big integers in exponent form.
+const luaClock = `local function clock()
+  local t = redis.call('TIME')
+  return (tonumber(t[1]) - 1577836800) .. string.format('%06d', tonumber(t[2]))
+end
+`
 
 var (
-	// KEYS: gen, entry, index. ARGV: expected gen, value, ttl ms, index ttl ms, max entries per order.
+	// KEYS: gen, entry[, epoch]. ARGV: gen ttl ms.
+	// Returns {gen, entry or false, epoch or false}. Creating the counter
+	// here, not in the fill, is what lets a fill tell "no invalidation yet"
+	// from "Redis lost the counter".
+	getScript = redis.NewScript(luaClock + `
+local g = redis.call('GET', KEYS[1])
+if not g then
+  g = clock()
+  redis.call('SET', KEYS[1], g, 'PX', ARGV[1])
+end
+local ep = false
+if #KEYS > 2 then ep = redis.call('GET', KEYS[3]) end
+return {g, redis.call('GET', KEYS[2]), ep}`)
+	// KEYS: gen, entry, index. ARGV: expected gen, value, ttl ms, index and
+	// gen ttl ms, max entries per order. Returns a fillCode.
 	fillScript = redis.NewScript(`
-local g = redis.call('GET', KEYS[1]) or '0'
-if g ~= ARGV[1] then return 0 end
-if redis.call('SISMEMBER', KEYS[3], KEYS[2]) == 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 0 end
+local g = redis.call('GET', KEYS[1])
+if not g then return 3 end
+if g ~= ARGV[1] then return 2 end
+if redis.call('SISMEMBER', KEYS[3], KEYS[2]) == 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[5]) then return 4 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[3], KEYS[2])
-if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[3], ARGV[4]) end
+local keep = tonumber(ARGV[4])
+if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
+if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 return 1`)
-	// KEYS: epoch. ARGV: channel, replica id. Bumping and telling every
-	// replica is one step: a bump no one hears of would leave the others
-	// reading the key space it was meant to retire.
-	bumpScript = redis.NewScript(`
-local n = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], 'e:' .. n .. ':' .. ARGV[2])
-return n`)
-	// KEYS: gen, index. ARGV: gen ttl ms, channel, message prefix.
+	// KEYS: epoch. ARGV: channel, message head, replica id, the caller's
+	// epoch, mode ("bump" or "repair"). Returns the epoch now in Redis.
+	//
+	// bump moves above both Redis's epoch and the caller's. repair only
+	// acts when Redis lost P:epoch or holds one lower than the caller's
+	// (both mean Redis lost data): it moves above the caller's. A missing
+	// epoch restarts above the clock, so it also passes every epoch that a
+	// replica that has since restarted once knew. Moving and telling every
+	// replica is one step: a move no one hears of would leave the others
+	// reading a key space that is meant to be retired.
+	epochScript = redis.NewScript(luaClock + `
+local cur = redis.call('GET', KEYS[1])
+local mine = tonumber(ARGV[4])
+local n
+if not cur then
+  n = math.max(mine + 1, tonumber(clock()))
+elseif ARGV[5] == 'bump' then
+  n = math.max(tonumber(cur), mine) + 1
+elseif tonumber(cur) < mine then
+  n = mine + 1
+else
+  return cur
+end
+local s = string.format('%d', n)
+redis.call('SET', KEYS[1], s)
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. 'e:' .. s .. ':' .. ARGV[3])
+return s`)
+	// KEYS: gen, index. ARGV: gen ttl ms, channel, message.
+	// A missing counter restarts at the clock, never at 1 (see getScript).
 	// The entry keys come from the index and share the {o:N} tag, so they
 	// live in the same cluster slot as the declared keys.
-	invalidateScript = redis.NewScript(`
-local g = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+	invalidateScript = redis.NewScript(luaClock + `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('INCR', KEYS[1])
+else
+  redis.call('SET', KEYS[1], clock())
+end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ks = redis.call('SMEMBERS', KEYS[2])
 for i = 1, #ks, 500 do redis.call('DEL', unpack(ks, i, math.min(i + 499, #ks))) end
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. g)
-return g`)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1`)
 )
 
 // NewRedis wraps a client. Call Run to start the subscription and the
@@ -148,7 +262,7 @@ func NewRedis(o RedisOptions) *Redis {
 		o.Prefix = "ae"
 	}
 	if o.Channel == "" {
-		o.Channel = "anqi-edge:invalidate"
+		o.Channel = DefaultChannel(o.Prefix)
 	}
 	if o.QueueMax <= 0 {
 		o.QueueMax = 10000
@@ -165,11 +279,16 @@ func NewRedis(o RedisOptions) *Redis {
 	if o.Metrics == nil {
 		o.Metrics = metrics.New(nil)
 	}
-	return &Redis{
+	_, cluster := o.Client.(*redis.ClusterClient)
+	r := &Redis{
 		o: o, c: o.Client, log: o.Log, m: o.Metrics,
-		brk:     newBreaker(o.BreakerFailures, o.BreakerCooldown),
-		pending: map[int64]struct{}{},
+		brk:        newBreaker(o.BreakerFailures, o.BreakerCooldown),
+		pending:    map[int64]struct{}{},
+		msgHead:    strconv.Quote(o.Prefix),
+		epochInGet: !cluster,
 	}
+	r.ev.Store(&epochView{})
+	return r
 }
 
 func (r *Redis) tag(order int64) string {
@@ -181,25 +300,29 @@ func (r *Redis) entryKey(k Key, epoch int64) string {
 }
 
 // The generation Get hands out (and Fill takes back) is opaque to callers:
-// it carries the epoch the entry key was built with beside the order's
-// Redis counter, so a fill that straddles an epoch bump is dropped instead
-// of writing data read before the bump into the new key space.
+// it carries this replica's epoch view beside the order's Redis counter, so
+// a fill that straddles an epoch move is dropped instead of writing data
+// read before the move into the new key space. Views wrap after 2^11
+// moves; a fill would have to span that many to be fooled.
 const (
-	genBits  = 32
-	genMask  = 1<<genBits - 1
-	maxEpoch = 1<<(63-genBits) - 1
+	counterBits = 52
+	counterMask = 1<<counterBits - 1
+	viewMask    = 1<<(63-counterBits) - 1
 )
 
-func packGen(epoch, counter int64) int64 {
-	if epoch < 0 || epoch > maxEpoch || counter < 0 || counter > genMask {
+func packGen(view, counter int64) int64 {
+	if counter < 0 || counter > counterMask {
 		return NoGen // out of range: never fill, never wrong
 	}
-	return epoch<<genBits | counter
+	return (view&viewMask)<<counterBits | counter
 }
 
-func unpackGen(gen int64) (epoch, counter int64) { return gen >> genBits, gen & genMask }
+func unpackGen(gen int64) (view, counter int64) { return gen >> counterBits, gen & counterMask }
 
 func (r *Redis) epochKey() string { return r.o.Prefix + ":epoch" }
+
+// Epoch returns the global epoch in use.
+func (r *Redis) epoch() int64 { return r.ev.Load().epoch }
 
 // usable reports whether a read or fill may go to Redis now.
 func (r *Redis) usable() bool {
@@ -215,72 +338,192 @@ func (r *Redis) result(op string, err error) {
 	r.m.RedisErrors.WithLabelValues(op).Inc()
 }
 
-// Get reads k's entry and the order's current generation in one round trip.
-// gen is the value a later Fill must present (opaque: see packGen). An
-// entry filled under an older generation is reported as absent. While the
-// subscription is down, the epoch is re-read first (at most every
-// epochTrust), since bumps are then not heard.
+// Get reads k's entry and the order's current generation in one round trip
+// (on a single server the epoch too). gen is the value a later Fill must
+// present (opaque: see packGen). An entry filled under another generation
+// or epoch is reported as absent.
+//
+// A nil entry with a nil error is a miss. ErrUnavailable means Redis was
+// skipped (breaker open, invalidations pending): not a miss, nothing was
+// asked. Any other error is a failed Redis call. In both error cases gen is
+// NoGen.
 func (r *Redis) Get(ctx context.Context, k Key) (e *Entry, gen int64, err error) {
 	if !r.usable() {
 		return nil, NoGen, ErrUnavailable
 	}
-	if err := r.ensureEpoch(ctx); err != nil {
-		return nil, NoGen, fmt.Errorf("redis get order %d: %w", k.Order, err)
-	}
-	epoch := r.epoch.Load()
-	tag := r.tag(k.Order)
-	vals, err := r.c.MGet(ctx, tag+":g", r.entryKey(k, epoch)).Result()
-	r.result("get", err)
-	if err != nil {
-		return nil, NoGen, fmt.Errorf("redis get order %d: %w", k.Order, err)
-	}
-	var counter int64
-	if s, ok := vals[0].(string); ok {
-		if counter, err = strconv.ParseInt(s, 10, 64); err != nil {
-			return nil, NoGen, fmt.Errorf("redis get order %d: generation %q: %w", k.Order, s, err)
+	if !r.epochInGet {
+		if err := r.ensureEpoch(ctx); err != nil {
+			return nil, NoGen, fmt.Errorf("redis get order %d: %w", k.Order, err)
 		}
 	}
-	gen = packGen(epoch, counter)
+	e, gen, moved, err := r.get(ctx, k)
+	if moved && err == nil {
+		// Once more in the epoch just adopted, so the first lookup after a
+		// move can still fill; should it move again, a miss without a gen.
+		e, gen, moved, err = r.get(ctx, k)
+		if moved {
+			return nil, NoGen, err
+		}
+	}
+	return e, gen, err
+}
+
+// get is one lookup. moved reports that the epoch in Redis was not the one
+// the lookup used; it has been adopted or repaired, and the result is a
+// miss with NoGen (the entry read belongs to a retired key space).
+func (r *Redis) get(ctx context.Context, k Key) (e *Entry, gen int64, moved bool, err error) {
+	ev := r.ev.Load()
+	tag := r.tag(k.Order)
+	keys := []string{tag + ":g", r.entryKey(k, ev.epoch)}
+	if r.epochInGet {
+		keys = append(keys, r.epochKey())
+	}
+	vals, err := getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
+	r.result("get", err)
+	if err == nil && len(vals) != 3 {
+		err = fmt.Errorf("lookup script answered %d values, want 3", len(vals))
+	}
+	if err != nil {
+		return nil, NoGen, false, fmt.Errorf("redis get order %d: %w", k.Order, err)
+	}
+	if r.epochInGet {
+		s, _ := vals[2].(string)
+		if n, perr := strconv.ParseInt(s, 10, 64); perr != nil || n != ev.epoch {
+			// Another replica moved the epoch, or Redis lost it: the entry
+			// read belongs to a retired key space either way. Catch up (or
+			// repair).
+			if err := r.checkEpoch(ctx, s, ev.epoch); err != nil {
+				return nil, NoGen, true, fmt.Errorf("redis get order %d: %w", k.Order, err)
+			}
+			return nil, NoGen, true, nil
+		}
+	}
+	s, _ := vals[0].(string)
+	counter, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return nil, NoGen, false, fmt.Errorf("redis get order %d: generation %q: %w", k.Order, s, err)
+	}
+	gen = packGen(ev.view, counter)
 	s, ok := vals[1].(string)
 	if !ok {
-		return nil, gen, nil
+		return nil, gen, false, nil
 	}
 	e, err = UnmarshalEntry([]byte(s))
 	if err != nil || int64(e.Gen) != counter {
-		return nil, gen, nil
+		return nil, gen, false, nil
 	}
-	return e, gen, nil
+	return e, gen, false, nil
 }
 
-// Fill stores e under k for ttl if the order's generation is still gen. It
-// reports whether the entry was written; false with a nil error means an
-// invalidation overtook the fill.
-func (r *Redis) Fill(ctx context.Context, k Key, e *Entry, gen int64, ttl time.Duration) (bool, error) {
-	if gen == NoGen {
-		return false, nil
+// FillResult says what became of a fill. Its String is the result label of
+// anqi_edge_cache_fills_total{tier="redis"}.
+type FillResult int
+
+const (
+	// FillStored: the entry is in Redis.
+	FillStored FillResult = iota
+	// FillDroppedGeneration: an invalidation of the order overtook the fill.
+	FillDroppedGeneration
+	// FillDroppedEpoch: the global epoch moved since the lookup (a queue
+	// overflow bump, or Redis found to have lost its data).
+	FillDroppedEpoch
+	// FillDroppedReset: the order's generation counter is gone from Redis
+	// (flushed, restarted empty, failed over, evicted or expired), so no
+	// one can tell whether an invalidation overtook the fill.
+	FillDroppedReset
+	// FillDroppedCap: the order already keeps maxEntriesPerOrder entries.
+	FillDroppedCap
+	// FillSkippedBreaker: Redis is being skipped (breaker open or
+	// invalidations pending); nothing was sent.
+	FillSkippedBreaker
+	// FillSkippedNoGen: the lookup did not reach Redis (gen is NoGen).
+	FillSkippedNoGen
+	// FillError: the fill script failed; the error says why.
+	FillError
+)
+
+var fillLabels = [...]string{"stored", "dropped_generation", "dropped_epoch", "dropped_reset",
+	"dropped_cap", "skipped_breaker", "skipped_nogen", "error"}
+
+// FillResults lists every FillResult, for pre-registering metric labels.
+var FillResults = []FillResult{FillStored, FillDroppedGeneration, FillDroppedEpoch, FillDroppedReset,
+	FillDroppedCap, FillSkippedBreaker, FillSkippedNoGen, FillError}
+
+func (f FillResult) String() string {
+	if f < 0 || int(f) >= len(fillLabels) {
+		return "unknown"
 	}
-	epoch, counter := unpackGen(gen)
-	if epoch != r.epoch.Load() {
+	return fillLabels[f]
+}
+
+// Outdated reports whether the refusal means the filled answer may predate
+// a change (an invalidation, an epoch move, lost Redis data): it must then
+// not be stored in L1 either. The other refusals (cap, breaker, no gen, an
+// error) say nothing about the answer; L1 may keep it under its own
+// generation check.
+func (f FillResult) Outdated() bool {
+	return f == FillDroppedGeneration || f == FillDroppedEpoch || f == FillDroppedReset
+}
+
+// fill script answers.
+const (
+	fillCodeStored     = 1
+	fillCodeGeneration = 2
+	fillCodeReset      = 3
+	fillCodeCap        = 4
+)
+
+// Fill stores e under k for ttl if the order's generation is still gen. It
+// reports whether the entry was written; false with a nil error is any
+// refusal (see FillEntry for which).
+func (r *Redis) Fill(ctx context.Context, k Key, e *Entry, gen int64, ttl time.Duration) (bool, error) {
+	res, err := r.FillEntry(ctx, k, e, gen, ttl)
+	return res == FillStored, err
+}
+
+// FillEntry is Fill that says why a fill was not stored. err is non-nil
+// only with FillError.
+func (r *Redis) FillEntry(ctx context.Context, k Key, e *Entry, gen int64, ttl time.Duration) (FillResult, error) {
+	if gen == NoGen {
+		return FillSkippedNoGen, nil
+	}
+	view, counter := unpackGen(gen)
+	ev := r.ev.Load()
+	if view != ev.view&viewMask {
 		// The epoch moved since Get: what AnqiCMS answered may predate the
-		// invalidations the bump stands for.
-		return false, nil
+		// invalidations the move stands for.
+		return FillDroppedEpoch, nil
 	}
 	// Checked last: a half-open breaker lets exactly one caller through
 	// and needs to hear how its call went.
 	if !r.usable() {
-		return false, nil
+		return FillSkippedBreaker, nil
 	}
 	stored := *e
 	stored.Gen = uint64(counter)
 	val, _ := stored.MarshalBinary()
 	tag := r.tag(k.Order)
-	n, err := fillScript.Run(ctx, r.c, []string{tag + ":g", r.entryKey(k, epoch), tag + ":i"},
-		counter, val, ttl.Milliseconds(), (ttl + time.Minute).Milliseconds(), maxEntriesPerOrder).Int()
+	keep := max(ttl+time.Minute, genTTL)
+	n, err := fillScript.Run(ctx, r.c, []string{tag + ":g", r.entryKey(k, ev.epoch), tag + ":i"},
+		counter, val, ttl.Milliseconds(), keep.Milliseconds(), maxEntriesPerOrder).Int()
 	r.result("fill", err)
 	if err != nil {
-		return false, fmt.Errorf("redis fill order %d: %w", k.Order, err)
+		return FillError, fmt.Errorf("redis fill order %d: %w", k.Order, err)
 	}
-	return n == 1, nil
+	switch n {
+	case fillCodeStored:
+		return FillStored, nil
+	case fillCodeGeneration:
+		return FillDroppedGeneration, nil
+	case fillCodeReset:
+		// Perhaps Redis lost everything: look at the epoch on the next
+		// lookup (a cluster does not read it with every lookup).
+		r.epochFreshUntil.Store(0)
+		return FillDroppedReset, nil
+	case fillCodeCap:
+		return FillDroppedCap, nil
+	}
+	return FillError, fmt.Errorf("redis fill order %d: script answered %d", k.Order, n)
 }
 
 // Invalidate bumps order's generation, drops its entries and tells every
@@ -300,7 +543,7 @@ func (r *Redis) Invalidate(ctx context.Context, order int64) (queued bool, err e
 
 func (r *Redis) invalidate(ctx context.Context, order int64) error {
 	tag := r.tag(order)
-	msg := "o:" + strconv.FormatInt(order, 10) + ":" + r.o.ReplicaID
+	msg := r.msgHead + "o:" + strconv.FormatInt(order, 10) + ":" + r.o.ReplicaID
 	err := invalidateScript.Run(ctx, r.c, []string{tag + ":g", tag + ":i"},
 		genTTL.Milliseconds(), r.o.Channel, msg).Err()
 	r.result("invalidate", err)
@@ -369,15 +612,10 @@ func (r *Redis) drain(ctx context.Context) {
 // from orders once applied. It reports whether all of it went through.
 func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump bool) bool {
 	if bump {
-		r.epochMu.Lock()
-		n, err := bumpScript.Run(ctx, r.c, []string{r.epochKey()}, r.o.Channel, r.o.ReplicaID).Int64()
-		r.result("epoch", err)
-		changed := err == nil && r.setEpochLocked(n)
-		r.epochMu.Unlock()
+		n, err := r.moveEpoch(ctx, "bump", r.epoch())
 		if err != nil {
 			return false
 		}
-		r.epochChanged(changed)
 		r.log.Warn("cache epoch bumped after invalidation queue overflow", "epoch", n)
 	}
 	if !bump && len(orders) == 0 {
@@ -396,32 +634,75 @@ func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump
 	return true
 }
 
-// setEpochLocked moves to epoch n (r.epochMu held) and reports whether it
-// changed; the caller then calls epochChanged.
-func (r *Redis) setEpochLocked(n int64) bool {
-	r.m.RedisEpoch.Set(float64(n))
-	return r.epoch.Swap(n) != n
+// moveEpoch runs epochScript (mode "bump" or "repair", above mine) and
+// adopts its answer.
+func (r *Redis) moveEpoch(ctx context.Context, mode string, mine int64) (int64, error) {
+	r.epochMu.Lock()
+	defer r.epochMu.Unlock()
+	return r.moveEpochLocked(ctx, mode, mine)
 }
 
-// epochChanged clears L1 after a move to another epoch: its entries were
-// filled from the old key space. Clearing after the move (not before) means
-// a fill that read the old key space cannot store into the cleared L1.
-func (r *Redis) epochChanged(changed bool) {
-	if changed {
-		r.o.OnClear()
-		r.m.L1Clears.Inc()
+func (r *Redis) moveEpochLocked(ctx context.Context, mode string, mine int64) (int64, error) {
+	n, err := epochScript.Run(ctx, r.c, []string{r.epochKey()},
+		r.o.Channel, r.msgHead, r.o.ReplicaID, mine, mode).Int64()
+	r.result("epoch", err)
+	if err != nil {
+		return 0, fmt.Errorf("moving the cache epoch (%s): %w", mode, err)
 	}
+	r.adopt(n)
+	return n, nil
+}
+
+// adopt moves to epoch n if it is above the one in use. Epochs only move
+// up, so a value read before a move and handled after it, or an old
+// announcement, changes nothing.
+//
+// L1 is cleared after the move (not before): a fill that looked up the old
+// epoch then either finds its view changed, or stores into L1 before the
+// clear and is dropped by it.
+func (r *Redis) adopt(n int64) bool {
+	for {
+		cur := r.ev.Load()
+		if n <= cur.epoch {
+			return false
+		}
+		if r.ev.CompareAndSwap(cur, &epochView{epoch: n, view: cur.view + 1}) {
+			break
+		}
+	}
+	r.m.RedisEpoch.Set(float64(n))
+	r.o.OnClear()
+	r.m.L1Clears.Inc()
+	return true
+}
+
+// checkEpoch handles an epoch seen in Redis ("" when missing) that is not
+// mine, the one the caller used. Higher: adopt it. Missing or lower: Redis
+// lost P:epoch (a flush, a restart, a failover, an eviction), so repair it
+// above mine and announce that (clearing every replica's L1).
+func (r *Redis) checkEpoch(ctx context.Context, seen string, mine int64) error {
+	if n, err := strconv.ParseInt(seen, 10, 64); err == nil && n > mine {
+		r.adopt(n)
+		return nil
+	}
+	r.epochMu.Lock()
+	defer r.epochMu.Unlock()
+	if r.epoch() > mine {
+		return nil // moved while this caller waited (a burst repairs once)
+	}
+	if seen != "" || mine != 0 {
+		r.log.Warn("Redis lost the cache epoch (flushed, restarted empty, failed over or evicted); "+
+			"moving every replica to a new one and clearing L1", "epoch_in_redis", seen, "epoch", mine)
+	}
+	_, err := r.moveEpochLocked(ctx, "repair", mine)
+	return err
 }
 
 // setEpoch adopts epoch n announced by a message.
-func (r *Redis) setEpoch(n int64) {
-	r.epochMu.Lock()
-	changed := r.setEpochLocked(n)
-	r.epochMu.Unlock()
-	r.epochChanged(changed)
-}
+func (r *Redis) setEpoch(n int64) { r.adopt(n) }
 
-// ensureEpoch re-reads the epoch when the one in use is not vouched for.
+// ensureEpoch re-reads the epoch when the one in use is not vouched for
+// (on a cluster, where lookups do not read it).
 func (r *Redis) ensureEpoch(ctx context.Context) error {
 	if r.epochFresh() {
 		return nil
@@ -431,24 +712,42 @@ func (r *Redis) ensureEpoch(ctx context.Context) error {
 
 func (r *Redis) epochFresh() bool { return time.Now().UnixNano() < r.epochFreshUntil.Load() }
 
-// refreshEpoch reads P:epoch and adopts it. Unless the subscription is up
-// (it then delivers every later bump), the value is trusted for epochTrust.
-// Without force, a read that another caller made while this one waited for
-// the lock is good enough: a burst of requests makes one GET, not one each.
+// refreshEpoch reads P:epoch and adopts it, or repairs it when Redis lost
+// it. The value is then trusted for epochTrust (epochTrustSubscribed while
+// subscribed). Without force, a read that another caller made while this
+// one waited for the lock is good enough: a burst of requests makes one
+// GET, not one each.
 func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 	r.epochMu.Lock()
 	if !force && r.epochFresh() {
 		r.epochMu.Unlock()
 		return nil
 	}
-	n, err := r.c.Get(ctx, r.epochKey()).Int64()
+	mine := r.epoch()
+	s, err := r.c.Get(ctx, r.epochKey()).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		r.epochMu.Unlock()
 		r.result("epoch", err)
 		return fmt.Errorf("reading the cache epoch: %w", err)
 	}
-	changed := r.setEpochLocked(n)
-	until := time.Now().Add(epochTrust).UnixNano()
+	r.result("epoch", nil)
+	if n, perr := strconv.ParseInt(s, 10, 64); perr != nil || n < mine {
+		if s != "" || mine != 0 {
+			r.log.Warn("Redis lost the cache epoch (flushed, restarted empty, failed over or evicted); "+
+				"moving every replica to a new one and clearing L1", "epoch_in_redis", s, "epoch", mine)
+		}
+		if _, err := r.moveEpochLocked(ctx, "repair", mine); err != nil {
+			r.epochMu.Unlock()
+			return err
+		}
+	} else {
+		r.adopt(n)
+	}
+	trust := epochTrust
+	if r.subscribed.Load() {
+		trust = epochTrustSubscribed
+	}
+	until := time.Now().Add(trust).UnixNano()
 	for {
 		cur := r.epochFreshUntil.Load()
 		if cur >= until || r.epochFreshUntil.CompareAndSwap(cur, until) {
@@ -456,8 +755,6 @@ func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 		}
 	}
 	r.epochMu.Unlock()
-	r.result("epoch", nil)
-	r.epochChanged(changed)
 	return nil
 }
 
@@ -477,6 +774,7 @@ func (r *Redis) Run(ctx context.Context) {
 func (r *Redis) maintain(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	var lastEpochCheck time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -484,6 +782,16 @@ func (r *Redis) maintain(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now().UnixNano()
+		if time.Since(lastEpochCheck) >= epochCheckEvery && !r.blocked.Load() && r.brk.state(now) == BreakerClosed {
+			// An idle replica notices a Redis that lost its data too (a
+			// flush sends no message and breaks no connection).
+			lastEpochCheck = time.Now()
+			ectx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := r.refreshEpoch(ectx, true); err != nil {
+				r.log.Debug("background epoch check failed", "err", err)
+			}
+			cancel()
+		}
 		r.m.RedisBreaker.Set(float64(r.brk.state(now)))
 		if r.brk.state(now) != BreakerClosed && r.brk.allow(now) {
 			// Probe so the breaker closes even when no request needs Redis.
@@ -570,11 +878,10 @@ func (r *Redis) subscribe(ctx context.Context) {
 			clean = false // any later confirmation follows a reconnect
 			r.subscribed.Store(true)
 			r.m.PubSubUp.Set(1)
+			// Bumps made while unsubscribed were not heard; nor is a Redis
+			// that came back empty (a restart), which this repairs.
 			ectx, cancel := context.WithTimeout(ctx, time.Second)
-			if err := r.refreshEpoch(ectx, true); err == nil {
-				// Every later bump arrives as a message.
-				r.epochFreshUntil.Store(math.MaxInt64)
-			}
+			r.refreshEpoch(ectx, true)
 			cancel()
 		case *redis.Message:
 			r.handle(m.Payload)
@@ -592,28 +899,35 @@ func (r *Redis) lost(err error) {
 	}
 }
 
-// handle applies one pub/sub message: "o:ORDER:REPLICA:GEN" or
-// "e:EPOCH:REPLICA".
+// handle applies one pub/sub message: the publishing deployment's quoted
+// key prefix (msgHead), then "o:ORDER:REPLICA" or "e:EPOCH:REPLICA".
+// Messages of another deployment sharing the channel are ignored: its
+// orders and epochs are another key space.
 func (r *Redis) handle(payload string) {
-	parts := strings.Split(payload, ":")
-	if len(parts) < 3 {
+	body, ok := strings.CutPrefix(payload, r.msgHead)
+	if !ok {
 		return
 	}
-	n, err := strconv.ParseInt(parts[1], 10, 64)
+	kind, rest, _ := strings.Cut(body, ":")
+	num, replica, ok := strings.Cut(rest, ":")
+	if !ok {
+		return
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil {
 		return
 	}
-	switch parts[0] {
+	switch kind {
 	case "o":
-		if parts[2] == r.o.ReplicaID {
+		if replica == r.o.ReplicaID {
 			return // our own: L1 was invalidated before publishing
 		}
 		r.m.Invalidations.WithLabelValues("pubsub").Inc()
 		// The originating replica logged it at info; here it is an echo.
-		r.log.Debug("order invalidated by another replica", "order", n, "site", "*", "source", "pubsub", "replica", parts[2])
+		r.log.Debug("order invalidated by another replica", "order", n, "site", "*", "source", "pubsub", "replica", replica)
 		r.o.OnRemoteInvalidate(n)
 	case "e":
-		r.setEpoch(n)
+		r.setEpoch(n) // ignored unless above the epoch in use
 	}
 }
 
@@ -635,7 +949,7 @@ func (r *Redis) Status(ctx context.Context) Status {
 		Breaker:    r.brk.state(time.Now().UnixNano()).String(),
 		Subscribed: r.subscribed.Load(),
 		Pending:    pending,
-		Epoch:      r.epoch.Load(),
+		Epoch:      r.epoch(),
 		Ping:       "ok",
 	}
 	if err := r.c.Ping(ctx).Err(); err != nil {
