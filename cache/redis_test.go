@@ -7,6 +7,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -706,9 +707,12 @@ func TestRedis_ReplicaStartedWithRedisDownClearsL1WhenItFirstSubscribes(t *testi
 func TestRedis_BurstOfReadsOnAFreshKeySpaceCreatesTheEpochOnce(t *testing.T) {
 	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
 	var epochWrites atomic.Int64
-	a.c.AddHook(hookBefore(func(cmd redis.Cmder) {
+	a.c.AddHook(hookFunc(func(cmd redis.Cmder) {
+		// Counted once run: an EVALSHA answered NOSCRIPT is retried as EVAL.
 		if isScript(cmd) && len(cmd.Args()) > 3 && cmd.Args()[3] == a.r.epochKey() {
-			epochWrites.Add(1)
+			if c, ok := cmd.(*redis.Cmd); ok && c.Val() != nil {
+				epochWrites.Add(1)
+			}
 		}
 	}))
 	var wg sync.WaitGroup
@@ -742,11 +746,14 @@ func TestRedis_OneOrderKeepsAtMostMaxEntriesPerOrderIdentities(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ok, err := a.r.Fill(ctx, k, testEntry("for "+u), gen, time.Minute)
-		if err != nil {
-			t.Fatal(err)
+		res, err := a.r.FillEntry(ctx, k, testEntry("for "+u), gen, time.Minute)
+		if err != nil || (res != FillStored && res != FillDroppedCap) {
+			t.Fatalf("fill for %s: %v %v", u, res, err)
 		}
-		return ok
+		if res == FillDroppedCap && (res.String() != "dropped_cap" || res.Outdated()) {
+			t.Fatalf("the cap's refusal reads %q (outdated %v)", res.String(), res.Outdated())
+		}
+		return res == FillStored
 	}
 	for i := range maxEntriesPerOrder {
 		if !store(fmt.Sprint("u", i)) {
@@ -761,5 +768,316 @@ func TestRedis_OneOrderKeepsAtMostMaxEntriesPerOrderIdentities(t *testing.T) {
 	}
 	if n, _ := a.c.SCard(ctx, a.r.tag(9)+":i").Result(); n != maxEntriesPerOrder {
 		t.Fatalf("index holds %d entries, want %d", n, maxEntriesPerOrder)
+	}
+}
+
+// --- Redis losing its data -------------------------------------------------------
+
+// storedAfterLoss runs the sequence of issue 10 item 2 up to the fill: a
+// read on A starts a fill (the lookup reads the order's generation), B
+// invalidates the order (a message was sent), then lose empties Redis.
+// It returns whether A's fill, which carries the pre-message answer, was
+// stored.
+func storedAfterLoss(t *testing.T, a, b *tier, lose func()) FillResult {
+	t.Helper()
+	k := testKey(21, "u1")
+	_, gen, err := a.r.Get(ctxT(t), k) // the fill starts; AnqiCMS answers slowly
+	if err != nil || gen == NoGen {
+		t.Fatalf("lookup before the fill: gen %d, err %v", gen, err)
+	}
+	if q, err := b.r.Invalidate(ctxT(t), 21); q || err != nil { // the message is sent
+		t.Fatalf("invalidate: queued=%v err=%v", q, err)
+	}
+	lose()
+	// The fill comes back with the answer from before the message.
+	var res FillResult
+	eventually(t, "Redis to be usable again for A", func() bool {
+		if a.r.blocked.Load() || a.r.brk.state(time.Now().UnixNano()) != BreakerClosed {
+			return false
+		}
+		res, err = a.r.FillEntry(ctxT(t), k, testEntry("before the message"), gen, 30*time.Second)
+		return res != FillSkippedBreaker && res != FillError
+	})
+	for _, tr := range []*tier{a, b} {
+		if body, ok := get(t, tr, k); ok {
+			t.Errorf("replica %s serves %q after the message", tr.r.o.ReplicaID, body)
+		}
+	}
+	return res
+}
+
+func TestRedis_FillStartedBeforeAFlushIsNotStored(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	a.run(t)
+	b.run(t)
+	waitSubscribed(t, a, b)
+	res := storedAfterLoss(t, a, b, func() { srv.FlushAll(t) })
+	if res != FillDroppedReset {
+		t.Fatalf("fill read before FLUSHALL: %v, want %v", res, FillDroppedReset)
+	}
+}
+
+func TestRedis_FillStartedBeforeARestartWithoutPersistenceIsNotStored(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	a.run(t)
+	b.run(t)
+	waitSubscribed(t, a, b)
+	res := storedAfterLoss(t, a, b, func() { srv.Restart(t) })
+	if res != FillDroppedReset && res != FillDroppedEpoch {
+		t.Fatalf("fill read before the restart: %v, want %v or %v", res, FillDroppedReset, FillDroppedEpoch)
+	}
+}
+
+func TestRedis_FillStartedBeforeAFlushIsNotStoredAfterAnotherReplicaLookedTheOrderUpAgain(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	res := storedAfterLoss(t, a, b, func() {
+		srv.FlushAll(t)
+		// B reads the order again first: the counter is created anew and
+		// must not take the value A's fill carries.
+		if _, ok := get(t, b, testKey(21, "u1")); ok {
+			t.Fatal("an entry survived FLUSHALL")
+		}
+	})
+	if res != FillDroppedGeneration && res != FillDroppedEpoch {
+		t.Fatalf("fill read before FLUSHALL: %v, want it dropped", res)
+	}
+}
+
+func TestRedis_FlushClearsEveryReplicasL1WithoutAnyTraffic(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	a.run(t)
+	b.run(t)
+	waitSubscribed(t, a, b)
+	fill(t, a, testKey(22, "u1"), "before the flush")
+	eventually(t, "both replicas on the same epoch", func() bool { return a.r.epoch() == b.r.epoch() && a.r.epoch() != 0 })
+	clearsA, clearsB, e0 := a.clears.Load(), b.clears.Load(), a.r.epoch()
+	srv.FlushAll(t) // no connection breaks, no message is sent
+	eventually(t, "both replicas to notice and clear L1", func() bool {
+		return a.clears.Load() > clearsA && b.clears.Load() > clearsB
+	})
+	if a.r.epoch() <= e0 || b.r.epoch() <= e0 {
+		t.Fatalf("epochs after the flush: A %d, B %d, before %d: they must move up", a.r.epoch(), b.r.epoch(), e0)
+	}
+	inRedis, err := a.c.Get(ctxT(t), a.r.epochKey()).Int64()
+	if err != nil || inRedis <= e0 {
+		t.Fatalf("epoch in Redis after the repair: %d (%v), want above %d", inRedis, err, e0)
+	}
+}
+
+func TestRedis_LookupNoticesAFlushAndClearsL1(t *testing.T) {
+	srv := redistest.Start(t)
+	a, _ := pair(t, []string{srv.Addr()}, false, nil) // not running: only lookups can notice
+	fill(t, a, testKey(23, "u1"), "before the flush")
+	clears := a.clears.Load()
+	srv.FlushAll(t)
+	if _, ok := get(t, a, testKey(23, "u1")); ok {
+		t.Fatal("an entry survived FLUSHALL")
+	}
+	if a.clears.Load() <= clears {
+		t.Fatal("the first lookup after FLUSHALL did not clear L1")
+	}
+	fill(t, a, testKey(23, "u1"), "after the flush") // and the tier works on
+}
+
+func TestRedis_EvictedGenerationCannotBeMatchedByAnOldFill(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	k := testKey(24, "u1")
+	_, gen, err := a.r.Get(ctxT(t), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.r.Invalidate(ctxT(t), 24); err != nil {
+		t.Fatal(err)
+	}
+	a.c.Del(ctxT(t), a.r.tag(24)+":g") // evicted (maxmemory) or expired
+	res, err := a.r.FillEntry(ctxT(t), k, testEntry("stale"), gen, time.Minute)
+	if err != nil || res != FillDroppedReset {
+		t.Fatalf("fill whose generation was evicted: %v %v, want %v", res, err, FillDroppedReset)
+	}
+}
+
+func TestRedis_GenerationOutlivesTheEntriesFilledUnderIt(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	ctx := ctxT(t)
+	k := testKey(25, "u1")
+	if _, err := a.r.Invalidate(ctx, 25); err != nil { // the counter has a TTL now
+		t.Fatal(err)
+	}
+	_, gen, err := a.r.Get(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 10 * 24 * time.Hour
+	if ok, err := a.r.Fill(ctx, k, testEntry("long-lived"), gen, ttl); !ok || err != nil {
+		t.Fatalf("fill: %v %v", ok, err)
+	}
+	entryTTL, _ := a.c.PTTL(ctx, a.r.entryKey(k, a.r.epoch())).Result()
+	genTTL, _ := a.c.PTTL(ctx, a.r.tag(25)+":g").Result()
+	if genTTL < entryTTL {
+		t.Fatalf("generation expires in %v, before the entry filled under it (%v)", genTTL, entryTTL)
+	}
+}
+
+// --- two deployments on one Redis --------------------------------------------------
+
+func TestRedis_DefaultChannelIsPerKeyPrefixAndAnExplicitOneIsKept(t *testing.T) {
+	if c := NewRedis(RedisOptions{Prefix: "shop1"}).o.Channel; c != "anqi-edge:invalidate:shop1" {
+		t.Errorf("default channel for prefix shop1: %q", c)
+	}
+	if c := NewRedis(RedisOptions{}).o.Channel; c != "anqi-edge:invalidate:ae" {
+		t.Errorf("default channel for the default prefix: %q", c)
+	}
+	if c := NewRedis(RedisOptions{Prefix: "shop1", Channel: "mine"}).o.Channel; c != "mine" {
+		t.Errorf("explicit channel: %q", c)
+	}
+}
+
+func TestRedis_TwoDeploymentsOnOneChannelIgnoreEachOthersMessages(t *testing.T) {
+	addr := redistest.Shared(t)
+	p := strings.NewReplacer(":", "", "/", "_").Replace(redistest.Prefix(t))
+	ch := "inv:" + p // both deployments were configured onto one channel
+	x1 := newTier(t, tierOpts{addrs: []string{addr}, prefix: "x" + p, channel: ch, replica: "X1"})
+	x2 := newTier(t, tierOpts{addrs: []string{addr}, prefix: "x" + p, channel: ch, replica: "X2"})
+	y := newTier(t, tierOpts{addrs: []string{addr}, prefix: "y" + p, channel: ch, replica: "Y"})
+	x1.run(t)
+	waitSubscribed(t, x1)
+	fill(t, x1, testKey(5, "u1"), "deployment x")
+	e0, clears := x1.r.epoch(), x1.clears.Load()
+
+	// Deployment y invalidates an order of its own and bumps its epoch.
+	if _, err := y.r.Invalidate(ctxT(t), 5); err != nil {
+		t.Fatal(err)
+	}
+	y.r.mu.Lock()
+	y.r.bumpEpoch = true
+	y.r.blocked.Store(true)
+	y.r.mu.Unlock()
+	y.r.drain(ctxT(t))
+	// Then x's other replica invalidates an order: once x1 heard it, it
+	// has handled every earlier message.
+	if _, err := x2.r.Invalidate(ctxT(t), 6); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "x1 to hear its own deployment", func() bool { return x1.heard(6) })
+	if x1.heard(5) {
+		t.Error("x1 applied an invalidation of the other deployment")
+	}
+	if x1.r.epoch() != e0 || x1.clears.Load() != clears {
+		t.Errorf("x1 moved from epoch %d to %d (L1 cleared %d times) on the other deployment's bump",
+			e0, x1.r.epoch(), x1.clears.Load()-clears)
+	}
+}
+
+func TestRedis_EpochsOnlyMoveUp(t *testing.T) {
+	a, b := pair(t, []string{redistest.Shared(t)}, false, nil)
+	ctx := ctxT(t)
+	if err := a.c.Set(ctx, a.r.epochKey(), 500, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.run(t)
+	waitSubscribed(t, a)
+	eventually(t, "A to read epoch 500", func() bool { return a.r.epoch() == 500 })
+
+	// An announcement of a lower epoch (a replay, a stale publisher).
+	a.c.Publish(ctx, a.r.o.Channel, a.r.msgHead+"e:3:Z")
+	if _, err := b.r.Invalidate(ctx, 31); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A to handle the messages", func() bool { return a.heard(31) })
+	if a.r.epoch() != 500 {
+		t.Fatalf("A moved down to epoch %d on a message", a.r.epoch())
+	}
+
+	// A lower epoch read from Redis: Redis lost the real one. A moves up,
+	// and so does Redis, so the other replicas cannot move down either.
+	if err := a.c.Set(ctx, a.r.epochKey(), 3, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.r.refreshEpoch(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	inRedis, _ := a.c.Get(ctx, a.r.epochKey()).Int64()
+	if a.r.epoch() <= 500 || inRedis != a.r.epoch() {
+		t.Fatalf("after reading epoch 3: A on %d, Redis on %d; want both above 500", a.r.epoch(), inRedis)
+	}
+}
+
+// --- what a fill and a lookup report (issue 10 item 11) --------------------------
+
+func TestRedis_FillSaysWhyItWasNotStored(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	ctx := ctxT(t)
+	lookup := func(order int64, user string) (Key, int64) {
+		k := testKey(order, user)
+		_, gen, err := a.r.Get(ctx, k)
+		if err != nil || gen == NoGen {
+			t.Fatalf("lookup of order %d: gen %d err %v", order, gen, err)
+		}
+		return k, gen
+	}
+	cases := []struct {
+		name   string
+		want   FillResult
+		label  string
+		refuse func(k Key, gen int64) int64 // returns the gen to fill with
+	}{
+		{"stored", FillStored, "stored", func(_ Key, gen int64) int64 { return gen }},
+		{"an invalidation overtook it", FillDroppedGeneration, "dropped_generation", func(k Key, gen int64) int64 {
+			a.r.Invalidate(ctx, k.Order)
+			return gen
+		}},
+		{"the epoch moved", FillDroppedEpoch, "dropped_epoch", func(_ Key, gen int64) int64 {
+			a.r.setEpoch(a.r.epoch() + 1)
+			return gen
+		}},
+		{"Redis lost the generation", FillDroppedReset, "dropped_reset", func(k Key, gen int64) int64 {
+			a.c.Del(ctx, a.r.tag(k.Order)+":g")
+			return gen
+		}},
+		{"the breaker is open", FillSkippedBreaker, "skipped_breaker", func(_ Key, gen int64) int64 {
+			a.r.brk.openUntil.Store(time.Now().Add(time.Hour).UnixNano())
+			t.Cleanup(func() { a.r.brk.success() })
+			return gen
+		}},
+		{"the lookup skipped Redis", FillSkippedNoGen, "skipped_nogen", func(_ Key, _ int64) int64 { return NoGen }},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a.r.brk.success()
+			k, gen := lookup(int64(40+i), "u1")
+			res, err := a.r.FillEntry(ctx, k, testEntry("x"), c.refuse(k, gen), time.Minute)
+			if err != nil || res != c.want || res.String() != c.label {
+				t.Fatalf("FillEntry: %v (%q) err %v, want %v (%q)", res, res.String(), err, c.want, c.label)
+			}
+			if res.Outdated() != (c.want == FillDroppedGeneration || c.want == FillDroppedEpoch || c.want == FillDroppedReset) {
+				t.Errorf("%v.Outdated() = %v", res, res.Outdated())
+			}
+			ok, _ := a.r.Fill(ctx, k, testEntry("x"), NoGen, time.Minute)
+			if ok {
+				t.Error("Fill with NoGen stored")
+			}
+		})
+	}
+	// The per-order cap: TestRedis_OneOrderKeepsAtMostMaxEntriesPerOrderIdentities.
+}
+
+func TestRedis_LookupSkippedByTheBreakerIsToldApartFromAMiss(t *testing.T) {
+	a, _ := pair(t, []string{redistest.Shared(t)}, false, nil)
+	k := testKey(61, "u1")
+	e, gen, err := a.r.Get(ctxT(t), k)
+	if err != nil || e != nil || gen == NoGen {
+		t.Fatalf("a miss: entry %v gen %d err %v; want no entry, a gen, no error", e, gen, err)
+	}
+	a.r.brk.openUntil.Store(time.Now().Add(time.Hour).UnixNano())
+	e, gen, err = a.r.Get(ctxT(t), k)
+	if !errors.Is(err, ErrUnavailable) || e != nil || gen != NoGen {
+		t.Fatalf("with the breaker open: entry %v gen %d err %v; want ErrUnavailable and NoGen", e, gen, err)
+	}
+	if n := a.metric("anqi_edge_redis_errors_total"); n != 0 {
+		t.Errorf("a skipped lookup counted %v Redis errors", n)
 	}
 }
