@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -108,6 +109,7 @@ type Redis struct {
 	// msgHead starts every message this deployment publishes (its quoted
 	// key prefix); messages without it come from another deployment.
 	msgHead string
+	epochK  string // P:epoch
 	// epochInGet: lookups read P:epoch in their own script (not on a
 	// cluster, where it is in another slot).
 	epochInGet bool
@@ -285,6 +287,7 @@ func NewRedis(o RedisOptions) *Redis {
 		brk:        newBreaker(o.BreakerFailures, o.BreakerCooldown),
 		pending:    map[int64]struct{}{},
 		msgHead:    strconv.Quote(o.Prefix),
+		epochK:     o.Prefix + ":epoch",
 		epochInGet: !cluster,
 	}
 	r.ev.Store(&epochView{})
@@ -319,7 +322,27 @@ func packGen(view, counter int64) int64 {
 
 func unpackGen(gen int64) (view, counter int64) { return gen >> counterBits, gen & counterMask }
 
-func (r *Redis) epochKey() string { return r.o.Prefix + ":epoch" }
+func (r *Redis) epochKey() string { return r.epochK }
+
+// lookupKeys builds k's counter and entry keys (see Redis) in one
+// allocation: a lookup is the hot path of a Redis hit.
+func (r *Redis) lookupKeys(k Key, epoch int64) (gen, entry string) {
+	var buf [192]byte
+	b := append(buf[:0], r.o.Prefix...)
+	b = append(b, ":{o:"...)
+	b = strconv.AppendInt(b, k.Order, 10)
+	b = append(b, '}')
+	tag := len(b)
+	b = append(b, ":g"...)
+	g := len(b)
+	b = append(b, b[:tag]...)
+	b = append(b, ":e:"...)
+	b = strconv.AppendInt(b, epoch, 10)
+	b = append(b, ':')
+	b = hex.AppendEncode(b, k.Sum[:])
+	keys := string(b)
+	return keys[:g], keys[g:]
+}
 
 // Epoch returns the global epoch in use.
 func (r *Redis) epoch() int64 { return r.ev.Load().epoch }
@@ -373,15 +396,25 @@ func (r *Redis) Get(ctx context.Context, k Key) (e *Entry, gen int64, err error)
 // miss with NoGen (the entry read belongs to a retired key space).
 func (r *Redis) get(ctx context.Context, k Key) (e *Entry, gen int64, moved bool, err error) {
 	ev := r.ev.Load()
-	tag := r.tag(k.Order)
-	keys := []string{tag + ":g", r.entryKey(k, ev.epoch)}
+	genKey, entryKey := r.lookupKeys(k, ev.epoch)
+	keys := make([]string, 2, 3)
+	keys[0], keys[1] = genKey, entryKey
 	if r.epochInGet {
-		keys = append(keys, r.epochKey())
+		keys = append(keys, r.epochK)
 	}
-	vals, err := getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
+	// A hit needs no script: its counter exists (the fill made sure), so
+	// one MGET reads counter, entry and epoch at one instant. Only an order
+	// without a counter takes the script that creates it.
+	vals, err := r.c.MGet(ctx, keys...).Result()
 	r.result("get", err)
-	if err == nil && len(vals) != 3 {
-		err = fmt.Errorf("lookup script answered %d values, want 3", len(vals))
+	if err == nil && vals[0] == nil {
+		vals, err = getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
+		r.result("get", err)
+		if err == nil && len(vals) != 3 {
+			err = fmt.Errorf("lookup script answered %d values, want 3", len(vals))
+		}
+	} else if err == nil && len(vals) == 2 {
+		vals = append(vals, nil) // no epoch on a cluster
 	}
 	if err != nil {
 		return nil, NoGen, false, fmt.Errorf("redis get order %d: %w", k.Order, err)
@@ -408,7 +441,10 @@ func (r *Redis) get(ctx context.Context, k Key) (e *Entry, gen int64, moved bool
 	if !ok {
 		return nil, gen, false, nil
 	}
-	e, err = UnmarshalEntry([]byte(s))
+	// The entry aliases the reply's string instead of copying it: go-redis
+	// reads every bulk reply into a buffer of its own, nothing else holds
+	// it, and entries are immutable (see Entry).
+	e, err = UnmarshalEntry(unsafe.Slice(unsafe.StringData(s), len(s)))
 	if err != nil || int64(e.Gen) != counter {
 		return nil, gen, false, nil
 	}

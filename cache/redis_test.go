@@ -1081,3 +1081,31 @@ func TestRedis_LookupSkippedByTheBreakerIsToldApartFromAMiss(t *testing.T) {
 		t.Errorf("a skipped lookup counted %v Redis errors", n)
 	}
 }
+
+// BenchmarkRedis_Hit measures one Redis hit as the detail path makes it
+// (lookup, decode), on a 2 KiB answer:
+//
+//	ANQI_EDGE_TEST_REDIS=127.0.0.1:6390 go test -run '^$' -bench Redis_Hit -benchmem ./cache/
+func BenchmarkRedis_Hit(b *testing.B) {
+	addr := redistest.Shared(b)
+	p := strings.NewReplacer(":", "", "/", "_").Replace(redistest.Prefix(b))
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	r := NewRedis(RedisOptions{Client: c, Prefix: "b" + p, Log: discardLog})
+	ctx := context.Background()
+	k := testKey(1, "u1")
+	_, gen, err := r.Get(ctx, k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ok, err := r.Fill(ctx, k, testEntry(strings.Repeat("x", 2048)), gen, time.Hour); !ok || err != nil {
+		b.Fatalf("fill: %v %v", ok, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		e, _, err := r.Get(ctx, k)
+		if err != nil || e == nil {
+			b.Fatalf("hit: %v %v", e, err)
+		}
+	}
+}
