@@ -83,7 +83,7 @@ type RedisOptions struct {
 //   - A generation counter is created by the lookup (never by the fill),
 //     and a fill whose counter is missing is refused (FillDroppedReset). A
 //     counter that is created or re-created starts at the Redis server's
-//     clock in microseconds, not at 0, so it never takes a value an older
+//     clock (microseconds since 2020), not at 0, so it never takes a value an older
 //     counter of the same order handed out: a fill that read generation G
 //     before the data was lost can never match again, and an entry filled
 //     under G is never served again. Fills push the counter's TTL past
@@ -95,7 +95,7 @@ type RedisOptions struct {
 //     a counter), and announces it. Every replica then adopts it, which
 //     clears its L1 and refuses every fill looked up under the old epoch
 //     (FillDroppedEpoch). On a single server the epoch is read by every
-//     lookup, in the same script; on a cluster (where it lives in another
+//     lookup, in the same MGET; on a cluster (where it lives in another
 //     slot) it is re-read every second, and every 100ms while the
 //     subscription is down. Every replica also re-reads it once a second
 //     in the background, so an idle replica notices too.
@@ -110,7 +110,7 @@ type Redis struct {
 	// key prefix); messages without it come from another deployment.
 	msgHead string
 	epochK  string // P:epoch
-	// epochInGet: lookups read P:epoch in their own script (not on a
+	// epochInGet: lookups read P:epoch in their own MGET (not on a
 	// cluster, where it is in another slot).
 	epochInGet bool
 

@@ -270,7 +270,8 @@ func TestRedis_OtherReplicasHearAnInvalidationTheSenderDoesNot(t *testing.T) {
 }
 
 func TestRedis_ClusterRunsTheScriptsAndPubSubForEverySlot(t *testing.T) {
-	addrs := redistest.StartCluster(t).Addrs()
+	cl := redistest.StartCluster(t)
+	addrs := cl.Addrs()
 	a, b := pair(t, addrs, true, nil)
 	a.run(t)
 	b.run(t)
@@ -316,6 +317,22 @@ func TestRedis_ClusterRunsTheScriptsAndPubSubForEverySlot(t *testing.T) {
 			t.Errorf("replica %s: %v Redis errors on the cluster (CROSSSLOT?)", tr.r.o.ReplicaID, n)
 		}
 	}
+
+	// The cluster loses its data: a fill from before is refused, and both
+	// replicas notice (the epoch is not in the lookups' slot: the
+	// background check finds it gone).
+	clearsA, clearsB := a.clears.Load(), b.clears.Load()
+	res := storedAfterLoss(t, a, b, func() {
+		for _, n := range cl.Nodes() {
+			n.FlushAll(t)
+		}
+	})
+	if res != FillDroppedReset && res != FillDroppedEpoch {
+		t.Fatalf("fill read before the cluster was flushed: %v, want it dropped", res)
+	}
+	eventually(t, "both replicas to clear L1 after the flush", func() bool {
+		return a.clears.Load() > clearsA && b.clears.Load() > clearsB
+	})
 }
 
 func TestRedis_BrokenSubscriptionClearsL1OnReconnect(t *testing.T) {
