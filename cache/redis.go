@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,7 +79,7 @@ type RedisOptions struct {
 //
 // A flush, a restart without persistence, a failover to an empty replica or
 // an eviction can make any of these keys vanish while fills are in flight
-// and replicas hold L1 copies. Two rules make that safe:
+// and replicas hold L1 copies. These rules make that safe:
 //
 //   - A generation counter is created by the lookup (never by the fill),
 //     and a fill whose counter is missing is refused (FillDroppedReset). A
@@ -99,6 +100,13 @@ type RedisOptions struct {
 //     slot) it is re-read every second, and every 100ms while the
 //     subscription is down. Every replica also re-reads it once a second
 //     in the background, so an idle replica notices too.
+//   - A Redis that comes back with older data (a snapshot loaded on
+//     restart, a failover to a replica that lagged) has an epoch and
+//     counters, just old ones. Its run_id changed, though: the same
+//     background check (and every reconnect of the subscription) compares
+//     it, and on a change moves the epoch as above, once for all replicas.
+//     Until then, a second at most, lookups may see what the old data
+//     holds.
 type Redis struct {
 	o   RedisOptions
 	c   redis.UniversalClient
@@ -110,6 +118,9 @@ type Redis struct {
 	// key prefix); messages without it come from another deployment.
 	msgHead string
 	epochK  string // P:epoch
+	// restartK (in P:epoch's cluster slot) names the run_ids the epoch was
+	// last moved for; "" when the key prefix's braces leave no such name.
+	restartK string
 	// epochInGet: lookups read P:epoch in their own MGET (not on a
 	// cluster, where it is in another slot).
 	epochInGet bool
@@ -122,6 +133,10 @@ type Redis struct {
 	// Lookups do not take it: adoption only moves up, so a value read
 	// before a bump and handled after it is simply ignored.
 	epochMu sync.Mutex
+	// incMu guards runID, the run_id(s) of the Redis server(s) last seen
+	// (checkIncarnation).
+	incMu sync.Mutex
+	runID string
 	// epochFreshUntil (unix nanos) is how long the epoch in use may be
 	// trusted on a cluster without re-reading it.
 	epochFreshUntil atomic.Int64
@@ -212,23 +227,36 @@ local keep = tonumber(ARGV[4])
 if redis.call('PTTL', KEYS[3]) < keep then redis.call('PEXPIRE', KEYS[3], keep) end
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 return 1`)
-	// KEYS: epoch. ARGV: channel, message head, replica id, the caller's
-	// epoch, mode ("bump" or "repair"). Returns the epoch now in Redis.
+	// KEYS: epoch[, restart marker]. ARGV: channel, message head, replica
+	// id, the caller's epoch, mode ("bump", "repair" or "restarted"), the
+	// run_ids of the restarted Redis ("restarted" only). Returns the epoch
+	// now in Redis.
 	//
 	// bump moves above both Redis's epoch and the caller's. repair only
 	// acts when Redis lost P:epoch or holds one lower than the caller's
-	// (both mean Redis lost data): it moves above the caller's. A missing
-	// epoch restarts above the clock, so it also passes every epoch that a
-	// replica that has since restarted once knew. Moving and telling every
-	// replica is one step: a move no one hears of would leave the others
-	// reading a key space that is meant to be retired.
+	// (both mean Redis lost data): it moves above the caller's. restarted
+	// moves above both unless the marker says a replica already moved for
+	// these run_ids (one move per restart, not one per replica; without a
+	// marker key, unless Redis is already above the caller's epoch). A
+	// missing epoch restarts above the clock, so it also passes every
+	// epoch that a replica that has since restarted once knew. Moving and
+	// telling every replica is one step: a move no one hears of would
+	// leave the others reading a key space that is meant to be retired.
 	epochScript = redis.NewScript(luaClock + `
 local cur = redis.call('GET', KEYS[1])
 local mine = tonumber(ARGV[4])
 local n
+if ARGV[5] == 'restarted' then
+  if KEYS[2] then
+    if redis.call('GET', KEYS[2]) == ARGV[6] then return cur end
+    redis.call('SET', KEYS[2], ARGV[6])
+  elseif cur and tonumber(cur) > mine then
+    return cur
+  end
+end
 if not cur then
   n = math.max(mine + 1, tonumber(clock()))
-elseif ARGV[5] == 'bump' then
+elseif ARGV[5] ~= 'repair' then
   n = math.max(tonumber(cur), mine) + 1
 elseif tonumber(cur) < mine then
   n = mine + 1
@@ -288,6 +316,7 @@ func NewRedis(o RedisOptions) *Redis {
 		pending:    map[int64]struct{}{},
 		msgHead:    strconv.Quote(o.Prefix),
 		epochK:     o.Prefix + ":epoch",
+		restartK:   sameSlotKey(o.Prefix+":epoch", ":restarted"),
 		epochInGet: !cluster,
 	}
 	r.ev.Store(&epochView{})
@@ -648,7 +677,7 @@ func (r *Redis) drain(ctx context.Context) {
 // from orders once applied. It reports whether all of it went through.
 func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump bool) bool {
 	if bump {
-		n, err := r.moveEpoch(ctx, "bump", r.epoch())
+		n, err := r.moveEpoch(ctx, "bump", r.epoch(), "")
 		if err != nil {
 			return false
 		}
@@ -672,15 +701,24 @@ func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump
 
 // moveEpoch runs epochScript (mode "bump" or "repair", above mine) and
 // adopts its answer.
-func (r *Redis) moveEpoch(ctx context.Context, mode string, mine int64) (int64, error) {
+func (r *Redis) moveEpoch(ctx context.Context, mode string, mine int64, runIDs string) (int64, error) {
 	r.epochMu.Lock()
 	defer r.epochMu.Unlock()
-	return r.moveEpochLocked(ctx, mode, mine)
+	return r.moveEpochFor(ctx, mode, mine, runIDs)
 }
 
 func (r *Redis) moveEpochLocked(ctx context.Context, mode string, mine int64) (int64, error) {
-	n, err := epochScript.Run(ctx, r.c, []string{r.epochKey()},
-		r.o.Channel, r.msgHead, r.o.ReplicaID, mine, mode).Int64()
+	return r.moveEpochFor(ctx, mode, mine, "")
+}
+
+// moveEpochFor is moveEpochLocked for a restart of the servers runIDs.
+func (r *Redis) moveEpochFor(ctx context.Context, mode string, mine int64, runIDs string) (int64, error) {
+	keys := []string{r.epochK}
+	if r.restartK != "" {
+		keys = append(keys, r.restartK)
+	}
+	n, err := epochScript.Run(ctx, r.c, keys,
+		r.o.Channel, r.msgHead, r.o.ReplicaID, mine, mode, runIDs).Int64()
 	r.result("epoch", err)
 	if err != nil {
 		return 0, fmt.Errorf("moving the cache epoch (%s): %w", mode, err)
@@ -732,6 +770,81 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string, mine int64) error {
 	}
 	_, err := r.moveEpochLocked(ctx, "repair", mine)
 	return err
+}
+
+// checkIncarnation notices that Redis restarted or another server took
+// over (its run_id changed) and then moves every replica to a new epoch.
+// A restart without persistence is caught by P:epoch going missing; this
+// catches the rest: a restart that loaded an older snapshot, or a failover
+// to a replica that lagged, brings back counters and entries from before
+// the last invalidations, which a missing key cannot show. The first
+// check only learns the run_id. Until a check runs (at the latest
+// epochCheckEvery after Redis is back, sooner when the subscription
+// reconnects) lookups may still see such an entry.
+func (r *Redis) checkIncarnation(ctx context.Context) error {
+	r.incMu.Lock()
+	defer r.incMu.Unlock()
+	ids, err := r.runIDs(ctx)
+	r.result("epoch", err)
+	if err != nil {
+		return fmt.Errorf("reading Redis's run_id: %w", err)
+	}
+	if r.runID != "" && r.runID != ids {
+		r.log.Warn("Redis restarted or failed over; what it holds may predate invalidations already made, "+
+			"so every replica moves to a new cache epoch and clears L1", "run_id", ids, "was", r.runID)
+		if _, err := r.moveEpoch(ctx, "restarted", r.epoch(), ids); err != nil {
+			return err // r.runID unchanged: the next check tries again
+		}
+	}
+	r.runID = ids
+	return nil
+}
+
+// sameSlotKey returns key+suffix or a spelling of it that Redis Cluster
+// hashes to key's slot, or "" if key's braces leave none.
+func sameSlotKey(key, suffix string) string {
+	if open := strings.IndexByte(key, '{'); open >= 0 {
+		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
+			return key + suffix // key's own hash tag places both
+		}
+	}
+	if strings.ContainsRune(key, '}') {
+		return ""
+	}
+	return "{" + key + "}" + suffix
+}
+
+// runIDs returns the run_id of every master serving this tier, sorted: it
+// changes whenever one of them restarts or another server takes over.
+func (r *Redis) runIDs(ctx context.Context) (string, error) {
+	cc, ok := r.c.(*redis.ClusterClient)
+	if !ok {
+		return runID(ctx, r.c)
+	}
+	var mu sync.Mutex
+	var ids []string
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		id, err := runID(ctx, c)
+		mu.Lock()
+		ids = append(ids, id)
+		mu.Unlock()
+		return err
+	})
+	slices.Sort(ids)
+	return strings.Join(ids, ","), err
+}
+
+func runID(ctx context.Context, c redis.Cmdable) (string, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(info) {
+		if id, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return strings.TrimSpace(id), nil
+		}
+	}
+	return "", errors.New("INFO server has no run_id")
 }
 
 // setEpoch adopts epoch n announced by a message.
@@ -822,11 +935,7 @@ func (r *Redis) maintain(ctx context.Context) {
 			// An idle replica notices a Redis that lost its data too (a
 			// flush sends no message and breaks no connection).
 			lastEpochCheck = time.Now()
-			ectx, cancel := context.WithTimeout(ctx, time.Second)
-			if err := r.refreshEpoch(ectx, true); err != nil {
-				r.log.Debug("background epoch check failed", "err", err)
-			}
-			cancel()
+			r.checkEpochAndIncarnation(ctx)
 		}
 		r.m.RedisBreaker.Set(float64(r.brk.state(now)))
 		if r.brk.state(now) != BreakerClosed && r.brk.allow(now) {
@@ -841,6 +950,21 @@ func (r *Redis) maintain(ctx context.Context) {
 			cancel()
 		}
 	}
+}
+
+// checkEpochAndIncarnation runs checkIncarnation, then re-reads the epoch
+// (repairing it if Redis lost it), each bounded by a second.
+func (r *Redis) checkEpochAndIncarnation(ctx context.Context) {
+	ictx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := r.checkIncarnation(ictx); err != nil {
+		r.log.Debug("checking whether Redis restarted failed", "err", err)
+	}
+	cancel()
+	ectx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := r.refreshEpoch(ectx, true); err != nil {
+		r.log.Debug("re-reading the cache epoch failed", "err", err)
+	}
+	cancel()
 }
 
 // subscribe listens for other replicas' invalidations. go-redis reconnects
@@ -915,10 +1039,9 @@ func (r *Redis) subscribe(ctx context.Context) {
 			r.subscribed.Store(true)
 			r.m.PubSubUp.Set(1)
 			// Bumps made while unsubscribed were not heard; nor is a Redis
-			// that came back empty (a restart), which this repairs.
-			ectx, cancel := context.WithTimeout(ctx, time.Second)
-			r.refreshEpoch(ectx, true)
-			cancel()
+			// that came back (a restart: the likeliest reason for the
+			// reconnect), which this handles.
+			r.checkEpochAndIncarnation(ctx)
 		case *redis.Message:
 			r.handle(m.Payload)
 		}

@@ -277,6 +277,12 @@ func TestRedis_ClusterRunsTheScriptsAndPubSubForEverySlot(t *testing.T) {
 	b.run(t)
 	waitSubscribed(t, a, b)
 	cc := a.c.(*redis.ClusterClient)
+	epochSlot, _ := cc.ClusterKeySlot(ctxT(t), a.r.epochK).Result()
+	restartSlot, _ := cc.ClusterKeySlot(ctxT(t), a.r.restartK).Result()
+	if a.r.restartK == "" || epochSlot != restartSlot {
+		t.Fatalf("restart marker %q in slot %d, epoch in %d: the epoch script would fail with CROSSSLOT",
+			a.r.restartK, restartSlot, epochSlot)
+	}
 	nodes := map[string]bool{}
 	for order := int64(1); order <= 24; order++ {
 		node, err := cc.MasterForKey(ctxT(t), a.r.tag(order)+":g")
@@ -1123,6 +1129,88 @@ func BenchmarkRedis_Hit(b *testing.B) {
 		e, _, err := r.Get(ctx, k)
 		if err != nil || e == nil {
 			b.Fatalf("hit: %v %v", e, err)
+		}
+	}
+}
+
+func TestRedis_RestartThatBringsBackOlderDataMovesEveryReplicaToANewEpochOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := pair(t, []string{srv.Addr()}, false, nil)
+	ctx := ctxT(t)
+	for _, tr := range []*tier{a, b} {
+		if err := tr.r.checkIncarnation(ctx); err != nil { // learns the run_id
+			t.Fatal(err)
+		}
+	}
+	k, inFlight := testKey(26, "u1"), testKey(26, "u2")
+	fill(t, a, k, "before the message")
+	e0 := a.r.epoch()
+	_, gen, err := a.r.Get(ctx, inFlight) // a fill starts
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := get(t, b, k); !ok {
+		t.Fatal("B does not see A's entry")
+	}
+	// Redis persists a snapshot now, before the message.
+	direct := srv.Client(t)
+	keys, err := direct.Keys(ctx, a.r.o.Prefix+":*").Result()
+	if err != nil || len(keys) < 3 {
+		t.Fatalf("keys of the deployment: %v %v", keys, err)
+	}
+	dumps := map[string]string{}
+	for _, key := range keys {
+		dumps[key] = direct.Dump(ctx, key).Val()
+	}
+	if _, err := b.r.Invalidate(ctx, 26); err != nil { // the message is sent
+		t.Fatal(err)
+	}
+	// Redis restarts and loads the snapshot from before the message.
+	srv.Restart(t)
+	direct = srv.Client(t)
+	for key, v := range dumps {
+		if err := direct.Restore(ctx, key, 0, v).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tr := range []*tier{a, b} {
+		eventually(t, "replica "+tr.r.o.ReplicaID+" to check Redis", func() bool {
+			return tr.r.checkIncarnation(ctxT(t)) == nil
+		})
+	}
+	if a.r.epoch() <= e0 || b.r.epoch() != a.r.epoch() {
+		t.Fatalf("epochs after the restart: A %d, B %d, before %d", a.r.epoch(), b.r.epoch(), e0)
+	}
+	if inRedis, _ := direct.Get(ctx, a.r.epochKey()).Int64(); inRedis != e0+1 {
+		t.Errorf("epoch in Redis %d, want %d: one move for both replicas", inRedis, e0+1)
+	}
+	if a.clears.Load() == 0 || b.clears.Load() == 0 {
+		t.Error("a replica kept its L1 across a restart that brought back old data")
+	}
+	eventually(t, "lookups to work again", func() bool {
+		_, _, err := a.r.Get(ctxT(t), k)
+		return err == nil
+	})
+	for _, tr := range []*tier{a, b} {
+		if body, ok := get(t, tr, k); ok {
+			t.Errorf("replica %s serves %q from the old snapshot", tr.r.o.ReplicaID, body)
+		}
+	}
+	if res, err := a.r.FillEntry(ctx, inFlight, testEntry("before the message"), gen, time.Minute); res != FillDroppedEpoch {
+		t.Fatalf("fill from before the restart: %v %v, want %v", res, err, FillDroppedEpoch)
+	}
+}
+
+func TestRedis_RestartMarkerSharesTheEpochsClusterSlot(t *testing.T) {
+	for _, c := range []struct{ key, want string }{
+		{"ae:epoch", "{ae:epoch}:restarted"},
+		{"{shop}:epoch", "{shop}:epoch:restarted"},
+		{"a{b:epoch", "{a{b:epoch}:restarted"},
+		{"a}b:epoch", ""},
+		{"a{}b:epoch", ""},
+	} {
+		if got := sameSlotKey(c.key, ":restarted"); got != c.want {
+			t.Errorf("sameSlotKey(%q) = %q, want %q", c.key, got, c.want)
 		}
 	}
 }
