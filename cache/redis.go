@@ -734,19 +734,29 @@ func (r *Redis) moveEpochFor(ctx context.Context, mode string, mine int64, runID
 // L1 is cleared after the move (not before): a fill that looked up the old
 // epoch then either finds its view changed, or stores into L1 before the
 // clear and is dropped by it.
+//
+// The first epoch a process learns clears nothing: until then no lookup
+// reached Redis (each one learns the epoch first), so L1 holds nothing read
+// from any key space. (What L1 filled from AnqiCMS while Redis was away is
+// cleared when the subscription first comes up.) Clearing there would split
+// the flights of a cold start for nothing.
 func (r *Redis) adopt(n int64) bool {
+	var first bool
 	for {
 		cur := r.ev.Load()
 		if n <= cur.epoch {
 			return false
 		}
 		if r.ev.CompareAndSwap(cur, &epochView{epoch: n, view: cur.view + 1}) {
+			first = cur.epoch == 0
 			break
 		}
 	}
 	r.m.RedisEpoch.Set(float64(n))
-	r.o.OnClear()
-	r.m.L1Clears.Inc()
+	if !first {
+		r.o.OnClear()
+		r.m.L1Clears.Inc()
+	}
 	return true
 }
 
