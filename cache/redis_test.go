@@ -835,10 +835,15 @@ func TestRedis_FillStartedBeforeAFlushIsNotStored(t *testing.T) {
 	a.run(t)
 	b.run(t)
 	waitSubscribed(t, a, b)
+	clearsA, clearsB := a.clears.Load(), b.clears.Load()
 	res := storedAfterLoss(t, a, b, func() { srv.FlushAll(t) })
 	if res != FillDroppedReset {
 		t.Fatalf("fill read before FLUSHALL: %v, want %v", res, FillDroppedReset)
 	}
+	// And what either replica kept in L1 from before the flush goes too.
+	eventually(t, "both replicas to clear L1", func() bool {
+		return a.clears.Load() > clearsA && b.clears.Load() > clearsB
+	})
 }
 
 func TestRedis_FillStartedBeforeARestartWithoutPersistenceIsNotStored(t *testing.T) {
