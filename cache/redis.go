@@ -135,8 +135,9 @@ type Redis struct {
 	epochMu sync.Mutex
 	// incMu guards runID, the run_id(s) of the Redis server(s) last seen
 	// (checkIncarnation).
-	incMu sync.Mutex
-	runID string
+	incMu    sync.Mutex
+	runID    string
+	runIDOff bool // Redis refused INFO
 	// epochFreshUntil (unix nanos) is how long the epoch in use may be
 	// trusted on a cluster without re-reading it.
 	epochFreshUntil atomic.Int64
@@ -794,8 +795,18 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string, mine int64) error {
 func (r *Redis) checkIncarnation(ctx context.Context) error {
 	r.incMu.Lock()
 	defer r.incMu.Unlock()
+	if r.runIDOff {
+		return nil
+	}
+	// Not fed to the breaker: a server that refuses INFO (an ACL without
+	// it) is still a working cache.
 	ids, err := r.runIDs(ctx)
-	r.result("epoch", err)
+	if redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "unknown command") {
+		r.runIDOff = true
+		r.log.Warn("Redis refuses INFO; a restart that brings back older data (a snapshot, a lagging replica) "+
+			"will not be noticed: allow INFO for anqi-edge's Redis user", "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("reading Redis's run_id: %w", err)
 	}

@@ -1219,3 +1219,24 @@ func TestRedis_RestartMarkerSharesTheEpochsClusterSlot(t *testing.T) {
 		}
 	}
 }
+
+func TestRedis_RedisUserWithoutINFOIsStillUsedAndItsBreakerStaysClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	admin := srv.Client(t)
+	if err := admin.Do(ctxT(t), "ACL", "SETUSER", "edge", "on", "nopass", "~*", "&*", "+@all", "-info").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := pair(t, []string{srv.Addr()}, false, nil)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "edge", MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	a.c, a.r.o.Client, a.r.c = c, c, c
+	for range 10 {
+		if err := a.r.checkIncarnation(ctxT(t)); err != nil {
+			t.Fatalf("a refused INFO is not an error: %v", err)
+		}
+	}
+	if st := a.r.brk.state(time.Now().UnixNano()); st != BreakerClosed {
+		t.Fatalf("breaker %v after INFO was refused", st)
+	}
+	fill(t, a, testKey(27, "u1"), "works")
+}
