@@ -776,8 +776,7 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string, mine int64) error {
 		return nil // moved while this caller waited (a burst repairs once)
 	}
 	if seen != "" || mine != 0 {
-		r.log.Warn("Redis lost the cache epoch (flushed, restarted empty, failed over or evicted); "+
-			"moving every replica to a new one and clearing L1", "epoch_in_redis", seen, "epoch", mine)
+		r.logEpochLost(seen, mine)
 	}
 	_, err := r.moveEpochLocked(ctx, "repair", mine)
 	return err
@@ -803,16 +802,14 @@ func (r *Redis) checkIncarnation(ctx context.Context) error {
 	ids, err := r.runIDs(ctx)
 	if redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "unknown command") {
 		r.runIDOff = true
-		r.log.Warn("Redis refuses INFO; a restart that brings back older data (a snapshot, a lagging replica) "+
-			"will not be noticed: allow INFO for anqi-edge's Redis user", "err", err)
+		r.log.Warn("Redis refuses INFO; restarts that bring back older data go unnoticed", "err", err)
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("reading Redis's run_id: %w", err)
 	}
 	if r.runID != "" && r.runID != ids {
-		r.log.Warn("Redis restarted or failed over; what it holds may predate invalidations already made, "+
-			"so every replica moves to a new cache epoch and clears L1", "run_id", ids, "was", r.runID)
+		r.log.Warn("Redis restarted or failed over; moving every replica to a new cache epoch", "run_id", ids, "was", r.runID)
 		if _, err := r.moveEpoch(ctx, "restarted", r.epoch(), ids); err != nil {
 			return err // r.runID unchanged: the next check tries again
 		}
@@ -868,6 +865,10 @@ func runID(ctx context.Context, c redis.Cmdable) (string, error) {
 	return "", errors.New("INFO server has no run_id")
 }
 
+func (r *Redis) logEpochLost(inRedis string, mine int64) {
+	r.log.Warn("Redis lost the cache epoch; moving every replica to a new one", "epoch_in_redis", inRedis, "epoch", mine)
+}
+
 // setEpoch adopts epoch n announced by a message.
 func (r *Redis) setEpoch(n int64) { r.adopt(n) }
 
@@ -903,8 +904,7 @@ func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 	r.result("epoch", nil)
 	if n, perr := strconv.ParseInt(s, 10, 64); perr != nil || n < mine {
 		if s != "" || mine != 0 {
-			r.log.Warn("Redis lost the cache epoch (flushed, restarted empty, failed over or evicted); "+
-				"moving every replica to a new one and clearing L1", "epoch_in_redis", s, "epoch", mine)
+			r.logEpochLost(s, mine)
 		}
 		if _, err := r.moveEpochLocked(ctx, "repair", mine); err != nil {
 			r.epochMu.Unlock()
