@@ -52,6 +52,9 @@ type Metrics struct {
 	// Hot-path series, resolved once.
 	DetailHit, DetailMiss, DetailStale, DetailBypass prometheus.Counter
 	L1Hit, L1Stale, L1Miss                           prometheus.Counter
+	// Redis lookups: skipped is Redis not asked (cache.ErrUnavailable),
+	// error a failed call; neither is a miss.
+	RedisHit, RedisStale, RedisMiss, RedisSkipped, RedisLookupError prometheus.Counter
 
 	codesMu sync.RWMutex
 	codes   map[routeCode]prometheus.Counter
@@ -143,6 +146,11 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.L1Hit = m.TierResults.WithLabelValues("l1", "hit")
 	m.L1Stale = m.TierResults.WithLabelValues("l1", "stale")
 	m.L1Miss = m.TierResults.WithLabelValues("l1", "miss")
+	m.RedisHit = m.TierResults.WithLabelValues("redis", "hit")
+	m.RedisStale = m.TierResults.WithLabelValues("redis", "stale")
+	m.RedisMiss = m.TierResults.WithLabelValues("redis", "miss")
+	m.RedisSkipped = m.TierResults.WithLabelValues("redis", "skipped")
+	m.RedisLookupError = m.TierResults.WithLabelValues("redis", "error")
 	for _, s := range []string{"HIT", "MISS", "STALE", "BYPASS", "ERROR"} {
 		m.DetailResults.WithLabelValues(s)
 	}
