@@ -700,20 +700,16 @@ func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump
 	return true
 }
 
-// moveEpoch runs epochScript (mode "bump" or "repair", above mine) and
-// adopts its answer.
+// moveEpoch runs epochScript (mode "bump", "repair" or "restarted", see
+// there) and adopts its answer.
 func (r *Redis) moveEpoch(ctx context.Context, mode string, mine int64, runIDs string) (int64, error) {
 	r.epochMu.Lock()
 	defer r.epochMu.Unlock()
-	return r.moveEpochFor(ctx, mode, mine, runIDs)
+	return r.moveEpochLocked(ctx, mode, mine, runIDs)
 }
 
-func (r *Redis) moveEpochLocked(ctx context.Context, mode string, mine int64) (int64, error) {
-	return r.moveEpochFor(ctx, mode, mine, "")
-}
-
-// moveEpochFor is moveEpochLocked for a restart of the servers runIDs.
-func (r *Redis) moveEpochFor(ctx context.Context, mode string, mine int64, runIDs string) (int64, error) {
+// moveEpochLocked is moveEpoch with r.epochMu held.
+func (r *Redis) moveEpochLocked(ctx context.Context, mode string, mine int64, runIDs string) (int64, error) {
 	keys := []string{r.epochK}
 	if r.restartK != "" {
 		keys = append(keys, r.restartK)
@@ -778,7 +774,7 @@ func (r *Redis) checkEpoch(ctx context.Context, seen string, mine int64) error {
 	if seen != "" || mine != 0 {
 		r.logEpochLost(seen, mine)
 	}
-	_, err := r.moveEpochLocked(ctx, "repair", mine)
+	_, err := r.moveEpochLocked(ctx, "repair", mine, "")
 	return err
 }
 
@@ -906,7 +902,7 @@ func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 		if s != "" || mine != 0 {
 			r.logEpochLost(s, mine)
 		}
-		if _, err := r.moveEpochLocked(ctx, "repair", mine); err != nil {
+		if _, err := r.moveEpochLocked(ctx, "repair", mine, ""); err != nil {
 			r.epochMu.Unlock()
 			return err
 		}
@@ -928,8 +924,9 @@ func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 	return nil
 }
 
-// Run keeps the subscription alive, drains the queue and probes Redis while
-// the breaker is open. It returns when ctx is done.
+// Run keeps the subscription alive, drains the queue, probes Redis while
+// the breaker is open, and checks once a second whether Redis lost or
+// rolled back its data. It returns when ctx is done.
 func (r *Redis) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
