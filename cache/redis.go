@@ -97,9 +97,9 @@ type RedisOptions struct {
 //     clears its L1 and refuses every fill looked up under the old epoch
 //     (FillDroppedEpoch). On a single server the epoch is read by every
 //     lookup, in the same MGET; on a cluster (where it lives in another
-//     slot) it is re-read every second, and every 100ms while the
-//     subscription is down. Every replica also re-reads it once a second
-//     in the background, so an idle replica notices too.
+//     slot) by the background check every second, and by lookups every
+//     100ms while the subscription is down. The background check runs on
+//     a single server too, so an idle replica notices.
 //   - A Redis that comes back with older data (a snapshot loaded on
 //     restart, a failover to a replica that lagged) has an epoch and
 //     counters, just old ones. Its run_id changed, though: the same
@@ -161,10 +161,12 @@ type epochView struct {
 const (
 	// epochTrust is how long an epoch read by GET is used on a cluster
 	// without the subscription vouching for it; epochTrustSubscribed while
-	// it does (bumps then arrive as messages; the re-read catches a loss
-	// of P:epoch, which sends no message).
+	// it does (bumps then arrive as messages; the background check, every
+	// epochCheckEvery, catches a loss of P:epoch, which sends no message,
+	// and renews the trust before it lapses, so lookups do not stop for a
+	// GET).
 	epochTrust           = 100 * time.Millisecond
-	epochTrustSubscribed = time.Second
+	epochTrustSubscribed = 5 * epochCheckEvery
 	// epochCheckEvery is how often the background loop re-reads the epoch,
 	// so a replica that makes no lookups still notices Redis lost its data.
 	epochCheckEvery = time.Second
@@ -432,12 +434,17 @@ func (r *Redis) get(ctx context.Context, k Key) (e *Entry, gen int64, moved bool
 	if r.epochInGet {
 		keys = append(keys, r.epochK)
 	}
-	// A hit needs no script: its counter exists (the fill made sure), so
-	// one MGET reads counter, entry and epoch at one instant. Only an order
-	// without a counter takes the script that creates it.
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	r.result("get", err)
-	if err == nil && vals[0] == nil {
+	// On a single server a hit needs no script: its counter exists (the
+	// fill made sure), so one MGET reads counter, entry and epoch at one
+	// instant, and only an order without a counter takes the script that
+	// creates it. A cluster client splits MGET by slot across goroutines
+	// even when every key shares one; there the script is the one call.
+	var vals []any
+	if r.epochInGet {
+		vals, err = r.c.MGet(ctx, keys...).Result()
+		r.result("get", err)
+	}
+	if err == nil && (vals == nil || vals[0] == nil) {
 		vals, err = getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
 		r.result("get", err)
 		if err == nil && len(vals) != 3 {
