@@ -434,17 +434,13 @@ func (r *Redis) get(ctx context.Context, k Key) (e *Entry, gen int64, moved bool
 	if r.epochInGet {
 		keys = append(keys, r.epochK)
 	}
-	// On a single server a hit needs no script: its counter exists (the
-	// fill made sure), so one MGET reads counter, entry and epoch at one
-	// instant, and only an order without a counter takes the script that
-	// creates it. A cluster client splits MGET by slot across goroutines
-	// even when every key shares one; there the script is the one call.
-	var vals []any
-	if r.epochInGet {
-		vals, err = r.c.MGet(ctx, keys...).Result()
-		r.result("get", err)
-	}
-	if err == nil && (vals == nil || vals[0] == nil) {
+	// A hit needs no script: its counter exists (the fill made sure), so
+	// one MGET reads counter, entry and (on a single server) epoch at one
+	// instant. Only an order without a counter takes the script that
+	// creates it.
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	r.result("get", err)
+	if err == nil && vals[0] == nil {
 		vals, err = getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
 		r.result("get", err)
 		if err == nil && len(vals) != 3 {
@@ -813,6 +809,7 @@ func (r *Redis) checkIncarnation(ctx context.Context) error {
 	}
 	if r.runID != "" && r.runID != ids {
 		r.log.Warn("Redis restarted or failed over; moving every replica to a new cache epoch", "run_id", ids, "was", r.runID)
+		r.loadScripts(ctx)
 		if _, err := r.moveEpoch(ctx, "restarted", r.epoch(), ids); err != nil {
 			return err // r.runID unchanged: the next check tries again
 		}
@@ -977,6 +974,20 @@ func (r *Redis) maintain(ctx context.Context) {
 	}
 }
 
+// loadScripts puts every script into Redis's script cache (on a cluster,
+// every master's), so the first calls after a start or a restart of Redis
+// do not all answer NOSCRIPT and send their script again at once.
+func (r *Redis) loadScripts(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for _, s := range []*redis.Script{getScript, fillScript, epochScript, invalidateScript} {
+		if err := s.Load(ctx, r.c).Err(); err != nil {
+			r.log.Debug("loading a script into Redis failed; it is sent with its first call", "err", err)
+			return
+		}
+	}
+}
+
 // checkEpochAndIncarnation runs checkIncarnation, then re-reads the epoch
 // (repairing it if Redis lost it), each bounded by a second.
 func (r *Redis) checkEpochAndIncarnation(ctx context.Context) {
@@ -1065,7 +1076,9 @@ func (r *Redis) subscribe(ctx context.Context) {
 			r.m.PubSubUp.Set(1)
 			// Bumps made while unsubscribed were not heard; nor is a Redis
 			// that came back (a restart: the likeliest reason for the
-			// reconnect), which this handles.
+			// reconnect, and one that emptied its script cache), which
+			// this handles.
+			r.loadScripts(ctx)
 			r.checkEpochAndIncarnation(ctx)
 		case *redis.Message:
 			r.handle(m.Payload)
