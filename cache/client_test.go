@@ -21,9 +21,9 @@ import (
 // for the default redis.key_prefix "ae" and redis.channel
 // "anqi-edge:invalidate". Commands inside the Lua scripts are checked too,
 // so they are listed. cluster|slots and cluster|info are for Cluster only.
-const aclRules = "resetkeys ~ae:* resetchannels &anqi-edge:invalidate -@all " +
-	"+ping +get +mget +evalsha +eval +publish +subscribe " +
-	"+incr +set +del +sadd +smembers +sismember +scard +pttl +pexpire " +
+const aclRules = "resetkeys ~ae:* ~{ae:epoch}:restarted resetchannels &anqi-edge:invalidate* -@all " +
+	"+ping +get +mget +evalsha +eval +script|load +publish +subscribe +info " +
+	"+incr +set +del +exists +time +sadd +smembers +sismember +scard +pttl +pexpire " +
 	"+cluster|slots +cluster|info"
 
 func clientConfig(addr string) config.Redis {
@@ -80,7 +80,7 @@ func exerciseTier(t *testing.T, a, b *tier) {
 	if !a.r.applyQueued(ctxT(t), map[int64]struct{}{}, true) {
 		t.Fatal("epoch bump failed")
 	}
-	eventually(t, "replica B adopts the new epoch", func() bool { return b.r.epoch.Load() == a.r.epoch.Load() && a.r.epoch.Load() > 0 })
+	eventually(t, "replica B adopts the new epoch", func() bool { return b.r.epoch() == a.r.epoch() && a.r.epoch() > 0 })
 	if _, ok := get(t, b, k); ok {
 		t.Fatal("entry of the old epoch still read")
 	}

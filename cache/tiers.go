@@ -201,7 +201,7 @@ func (t *Tiers) Get(ctx context.Context, key Key, c Caller) (Result, error) {
 		// which reads Redis again under its own generation.
 		g := t.l1.Gen(key.Order)
 		if e := t.redisFresh(key); e != nil {
-			t.m.TierResults.WithLabelValues("redis", "hit").Inc()
+			t.m.RedisHit.Inc()
 			t.l1.Set(key, e, g, time.Now().UnixNano())
 			return Result{Entry: e, Outcome: Hit}, nil
 		}
@@ -337,10 +337,10 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 			// Skipped (breaker open, or queued invalidations not yet
 			// applied): not a miss. The L1 copy stays the fallback; if the
 			// subscription broke meanwhile, L1 is cleared when it returns.
-			t.m.TierResults.WithLabelValues("redis", "skipped").Inc()
+			t.m.RedisSkipped.Inc()
 		case rerr != nil:
 			t.log.Warn("redis read failed; asking AnqiCMS", "order", key.Order, "err", rerr)
-			t.m.TierResults.WithLabelValues("redis", "error").Inc()
+			t.m.RedisLookupError.Inc()
 		case e != nil:
 			// Redis's entry supersedes this replica's L1 copy as the
 			// stale-if-error fallback: the copy may predate an invalidation
@@ -349,12 +349,12 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 			now = time.Now().UnixNano()
 			switch policy.State(e, now) {
 			case Fresh:
-				t.m.TierResults.WithLabelValues("redis", "hit").Inc()
+				t.m.RedisHit.Inc()
 				t.l1.Set(key, e, g, now)
 				return Result{Entry: e, Outcome: Hit}, nil
 			case Revalidate:
 				if !refreshing {
-					t.m.TierResults.WithLabelValues("redis", "stale").Inc()
+					t.m.RedisStale.Inc()
 					t.l1.Set(key, e, g, now)
 					if t.startRefresh(key) {
 						if l := ask(true); l != nil {
@@ -373,7 +373,7 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 			// Redis answered and has no entry: the order may have been
 			// invalidated on another replica, so the L1 copy is no safe
 			// fallback.
-			t.m.TierResults.WithLabelValues("redis", "miss").Inc()
+			t.m.RedisMiss.Inc()
 			stale = nil
 		}
 	}
@@ -409,21 +409,15 @@ func (t *Tiers) fill(key Key, g Gen, ask func(background bool) Loader, refreshin
 func (t *Tiers) store(key Key, e *Entry, g Gen, rgen int64, now int64) {
 	if t.redis != nil {
 		rctx, cancel := context.WithTimeout(context.Background(), t.budget)
-		stored, ferr := t.redis.Fill(rctx, key, e, rgen, t.policy.Load().Keep(e))
+		res, ferr := t.redis.FillEntry(rctx, key, e, rgen, t.policy.Load().Keep(e))
 		cancel()
-		switch {
-		case ferr != nil:
+		t.m.Fills.WithLabelValues("redis", res.String()).Inc()
+		if ferr != nil {
 			// Redis failed: the L1 generation still guards what this
 			// replica itself has seen.
 			t.log.Warn("redis fill failed", "order", key.Order, "err", ferr)
-			t.m.Fills.WithLabelValues("redis", "error").Inc()
-		case stored:
-			t.m.Fills.WithLabelValues("redis", "stored").Inc()
-		case rgen == NoGen:
-			// Redis was skipped when the flight read it; nothing to compare.
-			t.m.Fills.WithLabelValues("redis", "skipped").Inc()
-		default:
-			t.m.Fills.WithLabelValues("redis", "dropped_generation").Inc()
+		}
+		if res.Outdated() {
 			t.m.Fills.WithLabelValues("l1", "refused_by_redis").Inc()
 			return
 		}

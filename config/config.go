@@ -108,8 +108,10 @@ type Redis struct {
 	PoolSize int `toml:"pool_size"`
 	// KeyPrefix starts every Redis key anqi-edge writes. Default "ae".
 	KeyPrefix string `toml:"key_prefix"`
-	// Channel is the pub/sub channel for invalidations.
-	// Default "anqi-edge:invalidate".
+	// Channel is the pub/sub channel for invalidations; "" derives it from
+	// KeyPrefix ("anqi-edge:invalidate:" + KeyPrefix), so two deployments
+	// sharing one Redis under different prefixes never hear each other.
+	// Default "".
 	Channel string `toml:"channel"`
 	// BreakerFailures is how many consecutive failures open the circuit
 	// breaker (Redis then skipped). Default 5.
@@ -314,7 +316,7 @@ func Default() *Config {
 			DialTimeout:       Duration{250 * time.Millisecond},
 			Timeout:           Duration{100 * time.Millisecond},
 			KeyPrefix:         "ae",
-			Channel:           "anqi-edge:invalidate",
+			Channel:           "",
 			BreakerFailures:   5,
 			BreakerCooldown:   Duration{1 * time.Second},
 			InvalidationQueue: 10000,

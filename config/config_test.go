@@ -61,7 +61,7 @@ func TestDefault_MatchesDesignTable(t *testing.T) {
 		{"redis.dial_timeout", c.Redis.DialTimeout, dur("250ms")},
 		{"redis.timeout", c.Redis.Timeout, dur("100ms")},
 		{"redis.key_prefix", c.Redis.KeyPrefix, "ae"},
-		{"redis.channel", c.Redis.Channel, "anqi-edge:invalidate"},
+		{"redis.channel", c.Redis.Channel, ""},
 		{"redis.breaker_failures", c.Redis.BreakerFailures, 5},
 		{"redis.breaker_cooldown", c.Redis.BreakerCooldown, dur("1s")},
 		{"redis.invalidation_queue", c.Redis.InvalidationQueue, 10000},

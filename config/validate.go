@@ -47,8 +47,8 @@ func (c *Config) Validate() error {
 	v.positive("redis.dial_timeout", c.Redis.DialTimeout)
 	v.positive("redis.timeout", c.Redis.Timeout)
 	v.atLeast("redis.pool_size", c.Redis.PoolSize, 0)
-	if c.Redis.Channel == "" {
-		v.fail("redis.channel", "must not be empty, got %q", c.Redis.Channel)
+	if strings.ContainsAny(c.Redis.Channel, " \t\n") {
+		v.fail("redis.channel", "must not contain white space, got %q", c.Redis.Channel)
 	}
 	v.atLeast("redis.breaker_failures", c.Redis.BreakerFailures, 1)
 	v.positive("redis.breaker_cooldown", c.Redis.BreakerCooldown)

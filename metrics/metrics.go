@@ -31,11 +31,11 @@ type Metrics struct {
 
 	Requests        *prometheus.CounterVec   // route, code
 	DetailResults   *prometheus.CounterVec   // cache: HIT MISS STALE BYPASS ERROR
-	TierResults     *prometheus.CounterVec   // tier (l1, redis), result (hit, stale, miss)
+	TierResults     *prometheus.CounterVec   // tier (l1, redis), result (hit, stale, miss; redis also skipped, error)
 	UpstreamCalls   *prometheus.CounterVec   // route, outcome (ok, error, timeout)
 	UpstreamLatency *prometheus.HistogramVec // route
 	Collapsed       prometheus.Counter       // requests that joined another request's flight
-	Fills           *prometheus.CounterVec   // tier, result (stored, dropped_generation, skipped)
+	Fills           *prometheus.CounterVec   // tier, result (stored, dropped_generation; redis: cache.FillResult labels)
 	Invalidations   *prometheus.CounterVec   // source (write, purge, pubsub, cli)
 	HookErrors      *prometheus.CounterVec   // reason (parse, no_id)
 	RedisErrors     *prometheus.CounterVec   // op
@@ -43,7 +43,7 @@ type Metrics struct {
 	RedisPending    prometheus.Gauge         // invalidations queued while Redis is unreachable
 	RedisEpoch      prometheus.Gauge         // global key epoch in use
 	PubSubUp        prometheus.Gauge         // 1 while the invalidation subscription is live
-	L1Clears        prometheus.Counter       // whole-L1 clears (resubscribe, epoch bump)
+	L1Clears        prometheus.Counter       // whole-L1 clears (resubscribe, epoch moved)
 	Panics          prometheus.Counter
 	Watchers        *prometheus.GaugeVec   // kind (longpoll, sse)
 	WatchWakeups    prometheus.Counter     // watchers woken by an invalidation
@@ -53,6 +53,9 @@ type Metrics struct {
 	// Hot-path series, resolved once.
 	DetailHit, DetailMiss, DetailStale, DetailBypass prometheus.Counter
 	L1Hit, L1Stale, L1Miss                           prometheus.Counter
+	// Redis lookups: skipped is Redis not asked (cache.ErrUnavailable),
+	// error a failed call; neither is a miss.
+	RedisHit, RedisStale, RedisMiss, RedisSkipped, RedisLookupError prometheus.Counter
 
 	codesMu sync.RWMutex
 	codes   map[routeCode]prometheus.Counter
@@ -75,7 +78,7 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.DetailResults = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "detail_results_total",
 		Help: "Order detail answers by X-Cache result."}, []string{"cache"})
 	m.TierResults = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_lookups_total",
-		Help: "Cache lookups by tier and result."}, []string{"tier", "result"})
+		Help: "Cache lookups by tier and result; a Redis lookup skipped by the breaker is skipped, not miss."}, []string{"tier", "result"})
 	m.UpstreamCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "upstream_requests_total",
 		Help: "Calls to AnqiCMS by route and outcome."}, []string{"route", "outcome"})
 	m.UpstreamLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "upstream_duration_seconds",
@@ -84,7 +87,7 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.Collapsed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "singleflight_collapsed_total",
 		Help: "Detail misses that waited for another request's upstream call instead of making their own."})
 	m.Fills = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_fills_total",
-		Help: "Cache writes by tier and result; dropped_generation means an invalidation overtook the fill."}, []string{"tier", "result"})
+		Help: "Cache writes by tier and result: stored, or why not (dropped_generation: an invalidation overtook the fill; redis also dropped_epoch, dropped_reset, dropped_cap, skipped_breaker, skipped_nogen, error)."}, []string{"tier", "result"})
 	m.Invalidations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "invalidations_total",
 		Help: "Order invalidations by source."}, []string{"source"})
 	m.HookErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "write_hook_errors_total",
@@ -96,11 +99,11 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.RedisPending = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_pending_invalidations",
 		Help: "Invalidations queued until Redis answers again."})
 	m.RedisEpoch = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_key_epoch",
-		Help: "Global cache epoch in use (bumped when the invalidation queue overflows)."})
+		Help: "Global cache epoch in use (moved up when the invalidation queue overflows or Redis lost its data)."})
 	m.PubSubUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "pubsub_up",
 		Help: "1 while the invalidation subscription is live."})
 	m.L1Clears = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "l1_clears_total",
-		Help: "Times the whole in-process cache was dropped (resubscribe, epoch bump)."})
+		Help: "Times the whole in-process cache was dropped (resubscribe, epoch moved)."})
 	m.Panics = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "panics_total",
 		Help: "Handler panics answered with HTTP 500."})
 	m.Watchers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "watchers",
@@ -144,6 +147,11 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.L1Hit = m.TierResults.WithLabelValues("l1", "hit")
 	m.L1Stale = m.TierResults.WithLabelValues("l1", "stale")
 	m.L1Miss = m.TierResults.WithLabelValues("l1", "miss")
+	m.RedisHit = m.TierResults.WithLabelValues("redis", "hit")
+	m.RedisStale = m.TierResults.WithLabelValues("redis", "stale")
+	m.RedisMiss = m.TierResults.WithLabelValues("redis", "miss")
+	m.RedisSkipped = m.TierResults.WithLabelValues("redis", "skipped")
+	m.RedisLookupError = m.TierResults.WithLabelValues("redis", "error")
 	for _, s := range []string{"HIT", "MISS", "STALE", "BYPASS", "ERROR"} {
 		m.DetailResults.WithLabelValues(s)
 	}
