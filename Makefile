@@ -15,6 +15,7 @@ help:
 	@echo "demo   - fake AnqiCMS on :8001 + anqi-edge on :8080, with example curl lines"
 	@echo "image  - docker build the container image $(IMAGE)"
 	@echo "bench  - load benchmark against nginx proxy_cache (run 'make bench-deps' once)"
+	@echo "soak   - two replicas, Redis and the fake AnqiCMS under load and faults for SOAK_DURATION (default 15m)"
 
 build:
 	$(GO) build -o anqi-edge .
@@ -46,3 +47,11 @@ bench-deps:
 # so the product's go.mod carries only what the product needs.
 bench:
 	cd bench && BENCH_INVOKED="make bench" $(GO) run ./cmd/edgebench
+
+# soak runs two anqi-edge replicas, a private redis-server and the fake
+# AnqiCMS under a steady mixed load for SOAK_DURATION (default 15m), killing
+# Redis every 60 s and restarting AnqiCMS every 90 s, and checks every answer
+# (bench/README.md, "Soak"). Needs redis-server. Exits non-zero on a violation.
+.PHONY: soak
+soak:
+	cd bench && $(GO) run ./cmd/soak

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"anqi-edge/anqicms/fake"
+	"anqi-edge/bench/internal/harness"
 )
 
 const (
@@ -112,7 +113,7 @@ func bench(ctx context.Context, o options) (err error) {
 	if err := needTools(); err != nil {
 		return err
 	}
-	root, err := moduleRoot()
+	root, err := harness.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -135,7 +136,7 @@ func bench(ctx context.Context, o options) (err error) {
 	logf("machine: %d CPUs, %s, %s; %s; %s; %s", res.env.nproc, res.env.cpu, res.env.kernel, res.env.goVersion, res.env.nginx, res.env.wrk)
 
 	logf("building anqi-edge and the bare fasthttp ceiling")
-	bin, err := buildEdge(ctx, root, dir)
+	bin, err := harness.BuildEdge(ctx, tools["go"], root, dir)
 	if err != nil {
 		return err
 	}
@@ -164,15 +165,15 @@ func bench(ctx context.Context, o options) (err error) {
 			Messages: []fake.Message{{SenderID: users[0].ID, SenderType: "user", SenderName: users[0].Name, Content: "hello"}}}).ID
 	}
 
-	var procs procGroup
-	defer procs.stopAll()
+	var procs harness.Group
+	defer procs.StopAll()
 
 	logf("starting redis-server")
-	rp, redisAddr, err := startRedis(ctx, dir)
+	rp, redisAddr, err := harness.StartRedis(ctx, dir, tools["redis-server"], 0)
 	if err != nil {
 		return err
 	}
-	procs.add(rp)
+	procs.Add(rp)
 	res.env.redis = redisVersion()
 
 	specs := []edgeSpec{
@@ -187,7 +188,7 @@ func bench(ctx context.Context, o options) (err error) {
 		if err != nil {
 			return err
 		}
-		procs.add(e.proc)
+		procs.Add(e.proc)
 		edges = append(edges, e)
 	}
 	logf("starting nginx (%d workers)", runtime.NumCPU())
@@ -195,7 +196,7 @@ func bench(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	procs.add(np)
+	procs.Add(np)
 
 	// The ceiling replays anqi-edge L1's own hit for the hot order, so it is
 	// started once L1 holds it.
@@ -208,17 +209,17 @@ func bench(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	procs.add(cp)
+	procs.Add(cp)
 
 	targets := []target{
-		{name: "l1", label: specs[0].label, base: edges[0].base, edge: edges[0], pid: edges[0].proc.cmd.Process.Pid},
-		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.cmd.Process.Pid},
-		{name: "redis", label: specs[2].label, base: edges[2].base, edge: edges[2], pid: edges[2].proc.cmd.Process.Pid},
-		{name: "nginx", label: "nginx proxy_cache", base: fmt.Sprintf("http://127.0.0.1:%d", nports.hot), pid: np.cmd.Process.Pid, tree: true},
+		{name: "l1", label: specs[0].label, base: edges[0].base, edge: edges[0], pid: edges[0].proc.PID()},
+		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.PID()},
+		{name: "redis", label: specs[2].label, base: edges[2].base, edge: edges[2], pid: edges[2].proc.PID()},
+		{name: "nginx", label: "nginx proxy_cache", base: fmt.Sprintf("http://127.0.0.1:%d", nports.hot), pid: np.PID(), tree: true},
 		// The fake runs in this process, which is otherwise idle during the run.
 		{name: "direct", label: "direct (fake AnqiCMS, no cache)", base: fakeBase, pid: os.Getpid()},
 		// The limit: fasthttp answering L1's bytes after one map lookup.
-		{name: "ceiling", label: ceilingLabel, base: ceilingBase, pid: cp.cmd.Process.Pid},
+		{name: "ceiling", label: ceilingLabel, base: ceilingBase, pid: cp.PID()},
 	}
 
 	// Reference body straight from the fake; every cache must serve it byte for byte.
@@ -309,7 +310,7 @@ func bench(ctx context.Context, o options) (err error) {
 
 	// 4. Polling, with cache.ttl = pollTTL: fresh anqi-edge processes.
 	for _, e := range edges {
-		e.proc.stop(5 * time.Second)
+		e.proc.Stop(5 * time.Second)
 	}
 	var pollTargets []target
 	for _, s := range specs {
@@ -322,7 +323,7 @@ func bench(ctx context.Context, o options) (err error) {
 		if err != nil {
 			return err
 		}
-		procs.add(e.proc)
+		procs.Add(e.proc)
 		pollTargets = append(pollTargets, target{name: s.name, label: s.label, base: e.base, edge: e})
 	}
 	pollTargets = append(pollTargets,

@@ -24,17 +24,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"anqi-edge/bench/internal/harness"
 )
 
 type options struct {
@@ -148,54 +147,14 @@ func envString(key, def string) string {
 	return def
 }
 
-// moduleRoot finds the directory of anqi-edge's go.mod above the working
-// directory: the product's module, not bench's own (anqi-edge/bench).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 64 {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && isRootModule(b) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("run edgebench inside the anqi-edge repository (no go.mod with module anqi-edge above the working directory)")
-}
-
-// isRootModule reports whether a go.mod declares the module anqi-edge itself.
-func isRootModule(gomod []byte) bool {
-	for _, line := range strings.Split(string(gomod), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
-			return strings.Trim(f[1], `"`) == "anqi-edge"
-		}
-	}
-	return false
-}
-
 // tools holds the paths of the external programs, filled by needTools.
 var tools = map[string]string{}
 
-// needTools finds the external programs before anything starts. nginx and
-// redis-server live in /usr/sbin, which is not on every user's PATH.
+// needTools finds the external programs before anything starts.
 func needTools() error {
 	var missing []string
 	for _, t := range []string{"wrk", "nginx", "redis-server", "go"} {
-		p, err := exec.LookPath(t)
-		if err != nil {
-			for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
-				if fi, e := os.Stat(filepath.Join(dir, t)); e == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-					p, err = filepath.Join(dir, t), nil
-					break
-				}
-			}
-		}
+		p, err := harness.LookTool(t)
 		if err != nil {
 			missing = append(missing, t)
 			continue

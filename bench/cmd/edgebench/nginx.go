@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"anqi-edge/bench/internal/harness"
 )
 
 // nginxPorts are the listeners of the one nginx instance: the hot-key and
@@ -117,14 +119,14 @@ func nginxVersion() string {
 }
 
 // startNginx runs nginx in the foreground with its own prefix under dir.
-func startNginx(ctx context.Context, dir string, workers int, upstreamHostPort string, pollValid time.Duration) (*proc, nginxPorts, error) {
+func startNginx(ctx context.Context, dir string, workers int, upstreamHostPort string, pollValid time.Duration) (*harness.Proc, nginxPorts, error) {
 	prefix := filepath.Join(dir, "nginx")
 	for _, sub := range []string{"tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi", "cache/hot", "cache/poll", "cache/pollstale", "logs"} {
 		if err := os.MkdirAll(filepath.Join(prefix, sub), 0o755); err != nil {
 			return nil, nginxPorts{}, err
 		}
 	}
-	ps, err := freePorts(3)
+	ps, err := harness.FreePorts(3)
 	if err != nil {
 		return nil, nginxPorts{}, err
 	}
@@ -135,13 +137,13 @@ func startNginx(ctx context.Context, dir string, workers int, upstreamHostPort s
 	}
 	// -e (1.19.5+) keeps the build's default error log from being opened
 	// before the config is read.
-	p, err := startProc("nginx", dir, tools["nginx"], "-p", prefix, "-c", conf, "-e", filepath.Join(prefix, "nginx-error.log"), "-g", "daemon off;")
+	p, err := harness.Start("nginx", dir, tools["nginx"], "-p", prefix, "-c", conf, "-e", filepath.Join(prefix, "nginx-error.log"), "-g", "daemon off;")
 	if err != nil {
 		return nil, nginxPorts{}, err
 	}
 	for _, port := range []int{ports.hot, ports.poll, ports.pollStale} {
-		if err := p.waitReady(ctx, httpOK(fmt.Sprintf("http://127.0.0.1:%d/__status/200", port))); err != nil {
-			p.stop(5 * time.Second)
+		if err := p.WaitReady(ctx, harness.HTTPOK(fmt.Sprintf("http://127.0.0.1:%d/__status/200", port))); err != nil {
+			p.Stop(5 * time.Second)
 			b, _ := os.ReadFile(filepath.Join(prefix, "nginx-error.log"))
 			return nil, nginxPorts{}, fmt.Errorf("%w\nnginx-error.log:\n%s", err, b)
 		}
