@@ -222,17 +222,26 @@ func (s *Server) requestID(ctx *fasthttp.RequestCtx) {
 
 // serverError answers what fasthttp rejects before the handler runs.
 func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
+	var ne net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		// server.read_timeout passed before a whole request arrived, on a
+		// connection that may never have sent a byte (a browser's spare,
+		// preconnected socket). 408 with close is what clients expect there
+		// and retry on; a 400 would read as this request's answer.
+		writeEnvelope(ctx, fasthttp.StatusRequestTimeout, requestTimeout)
+		ctx.SetConnectionClose()
 	default:
 		writeEnvelope(ctx, fasthttp.StatusBadRequest, badRequest)
 	}
 }
 
 var (
-	bodyTooLarge = anqicms.ErrorBody("request body too large")
-	badRequest   = anqicms.ErrorBody("bad request")
+	bodyTooLarge   = anqicms.ErrorBody("request body too large")
+	badRequest     = anqicms.ErrorBody("bad request")
+	requestTimeout = anqicms.ErrorBody("request timeout")
 )
 
 type fasthttpLogger struct{ l *slog.Logger }

@@ -1,11 +1,13 @@
 package proxy_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -363,4 +365,23 @@ func TestAdmin_MetricsCountRequestsByRouteAndCodeAndUpstreamLatency(t *testing.T
 		{"anqi_edge_requests_total", []string{"code=502", "route=passthrough"}, 1},
 		{"anqi_edge_upstream_requests_total", []string{"outcome=error", "route=passthrough"}, 1},
 	})
+}
+
+func TestServer_IdleConnectionPastReadTimeoutGets408NotA400(t *testing.T) {
+	env := startEdge(t, func(c *config.Config) { c.Server.ReadTimeout = config.Duration{Duration: 300 * time.Millisecond} })
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(env.URL, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	// Nothing is sent: a browser's spare connection.
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading what the idle connection got: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+		t.Fatalf("idle connection past server.read_timeout: HTTP %d close=%v, want 408 and close", resp.StatusCode, resp.Close)
+	}
 }
