@@ -34,6 +34,9 @@ type target struct {
 	edge  *edge  // nil for nginx and direct
 	pid   int    // process whose CPU time is charged to this system
 	tree  bool   // also charge pid's descendants (nginx workers)
+	// sidePID is a helper whose CPU is reported beside the system's own
+	// (redis-server for the Redis-tier set-ups), 0 = none.
+	sidePID int
 }
 
 func (t target) url(order int64) string {
@@ -212,8 +215,8 @@ func bench(ctx context.Context, o options) (err error) {
 
 	targets := []target{
 		{name: "l1", label: specs[0].label, base: edges[0].base, edge: edges[0], pid: edges[0].proc.cmd.Process.Pid},
-		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.cmd.Process.Pid},
-		{name: "redis", label: specs[2].label, base: edges[2].base, edge: edges[2], pid: edges[2].proc.cmd.Process.Pid},
+		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.cmd.Process.Pid, sidePID: rp.cmd.Process.Pid},
+		{name: "redis", label: specs[2].label, base: edges[2].base, edge: edges[2], pid: edges[2].proc.cmd.Process.Pid, sidePID: rp.cmd.Process.Pid},
 		{name: "nginx", label: "nginx proxy_cache", base: fmt.Sprintf("http://127.0.0.1:%d", nports.hot), pid: np.cmd.Process.Pid, tree: true},
 		// The fake runs in this process, which is otherwise idle during the run.
 		{name: "direct", label: "direct (fake AnqiCMS, no cache)", base: fakeBase, pid: os.Getpid()},
@@ -253,12 +256,16 @@ func bench(ctx context.Context, o options) (err error) {
 			}
 			c0, hits0 := calls(), edgeHits(ctx, h.target.edge)
 			cpu0, cpuOK := cpuOf(h.target.pid, h.target.tree)
+			side0, sideOK := cpuOf(h.target.sidePID, false)
 			r, err := runWrk(ctx, o.threads, o.conns, o.duration, token, h.target.url(hotOrder))
 			if err != nil {
 				return err
 			}
 			if cpu1, ok := cpuOf(h.target.pid, h.target.tree); ok && cpuOK {
 				r.ServerCPU = cpu1 - cpu0
+			}
+			if side1, ok := cpuOf(h.target.sidePID, false); ok && sideOK && h.target.sidePID != 0 {
+				r.SideCPU = side1 - side0
 			}
 			up := calls() - c0
 			h.upstream += up
@@ -275,6 +282,10 @@ func bench(ctx context.Context, o options) (err error) {
 		l1.medianPerCore()/ng.medianPerCore(), fmtDur(l1.medianP99()), fmtDur(ng.medianP99()))
 	logf("anqi-edge L1 / bare fasthttp ceiling: %.2fx req/s, %.2fx req per CPU-second", l1.medianRPS()/ceil.medianRPS(),
 		l1.medianPerCore()/ceil.medianPerCore())
+	if rd := res.hot[2]; rd.medianPerCore() > 0 && l1.medianPerCore() > 0 {
+		logf("anqi-edge Redis-tier hit / L1 hit: %.2fx server CPU per request (%.1f µs vs %.1f µs)",
+			l1.medianPerCore()/rd.medianPerCore(), 1e6/rd.medianPerCore(), 1e6/l1.medianPerCore())
+	}
 
 	// 2. CPU profile of anqi-edge L1 under the same load, when it falls short.
 	if o.profile == "always" || (o.profile == "auto" && (ratio < 1.5 || l1.medianP99() > ng.medianP99())) {
