@@ -109,6 +109,9 @@ type results struct {
 	polls      []pollResult
 	profile    *cpuProfile // when profiled
 	profileErr string
+	// The Redis-tier hit's profile, taken when it misses its CPU target.
+	redisProfile    *cpuProfile
+	redisProfileErr string
 }
 
 func bench(ctx context.Context, o options) (err error) {
@@ -181,7 +184,7 @@ func bench(ctx context.Context, o options) (err error) {
 	specs := []edgeSpec{
 		{name: "l1", label: "anqi-edge L1 only", l1: true, ttl: 30 * time.Second, pprof: true, keyspace: "eb-l1"},
 		{name: "l1redis", label: "anqi-edge L1 + Redis", l1: true, redis: true, ttl: 30 * time.Second, keyspace: "eb-l1redis"},
-		{name: "redis", label: "anqi-edge Redis only", redis: true, ttl: 30 * time.Second, keyspace: "eb-redis"},
+		{name: "redis", label: "anqi-edge Redis only", redis: true, ttl: 30 * time.Second, pprof: true, keyspace: "eb-redis"},
 	}
 	var edges []*edge
 	for _, s := range specs {
@@ -298,6 +301,20 @@ func bench(ctx context.Context, o options) (err error) {
 			res.profile = prof
 			logf("anqi-edge handler: %.1f%% of its CPU; write(2) %.1f%%, read(2) %.1f%%",
 				prof.share[shareHandler], prof.share[shareWrite], prof.share[shareRead])
+		}
+	}
+
+	// 2b. The same for a Redis-tier hit when it costs more than its target.
+	if rd := res.hot[2]; o.profile == "always" || (o.profile == "auto" && rd.medianPerCore() > 0 &&
+		l1.medianPerCore()/rd.medianPerCore() > redisTierTarget) {
+		logf("profiling anqi-edge Redis only for %ds under wrk", o.profileSeconds)
+		prof, err := profileEdge(ctx, dir, bin, edges[2], o, token, targets[2].url(hotOrder))
+		if err != nil {
+			logf("profile failed: %v", err)
+			res.redisProfileErr = err.Error()
+		} else {
+			res.redisProfile = prof
+			logf("anqi-edge Redis only: Redis.Get %.1f%% of its CPU, handler %.1f%%", prof.share[shareRedisGet], prof.share[shareHandler])
 		}
 	}
 
@@ -440,7 +457,7 @@ func profileEdge(ctx context.Context, dir, bin string, e *edge, o options, token
 		done <- wrkOut{r, err}
 	}()
 	time.Sleep(time.Second)
-	path := filepath.Join(dir, "edge-l1.cpu.pprof")
+	path := filepath.Join(dir, "edge-"+e.spec.name+".cpu.pprof")
 	perr := fetchProfile(ctx, e.admin, o.profileSeconds, path)
 	w := <-done
 	if perr != nil {

@@ -300,6 +300,16 @@ func (r *results) markdown() string {
 			w("\nBy cumulative time (`-cum`):\n\n```\n%s```\n", trimPprof(r.profile.cum))
 		}
 	}
+	if r.redisProfile != nil || r.redisProfileErr != "" {
+		w("\n### CPU profile of anqi-edge Redis only under wrk\n\n")
+		w("Taken because the Redis-tier hit cost more than %.1f× an L1 hit's CPU (or `BENCH_PROFILE=always`), the same way as above.\n\n", redisTierTarget)
+		if r.redisProfileErr != "" {
+			w("The profile failed: %s\n", r.redisProfileErr)
+		} else {
+			w("%s\n", r.redisProfile.redisSummary())
+			w("```\n%s```\n", trimPprof(r.redisProfile.cum))
+		}
+	}
 	return b.String()
 }
 
