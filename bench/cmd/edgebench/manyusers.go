@@ -94,6 +94,7 @@ type muResult struct {
 	sendErrors    int64
 	adminChanges  int64
 	ownMissed     int64 // (a) reads by the writer, started after the send's answer, without the message
+	ownMissedSame int64 // of which: read through the same front (replica) the send went through
 	ownReads      int64 // reads that had an own change to check
 	rywMissed     int64 // of which: the read the sender makes right after its send
 	rywReads      int64
@@ -108,6 +109,7 @@ type change struct {
 	id  int64
 	at  time.Time // the send's answer (through the proxy) or the admin write's return
 	own bool      // made by the order's user through the proxy
+	via int       // index of the front the send went through
 }
 
 // muTracker holds, per user (one order each), the changes made during a run.
@@ -131,14 +133,14 @@ func (t *muTracker) add(user int, c change) {
 // whether it had a change committed staleAfter before t0 and missed it (b).
 // Messages are only appended, so the latest such change stands for all
 // earlier ones.
-func (t *muTracker) check(user int, t0 time.Time, body []byte, staleAfter time.Duration) (ownChecked, ownMiss, oldChecked, oldMiss bool) {
+func (t *muTracker) check(user int, t0 time.Time, body []byte, staleAfter time.Duration) (ownChecked, ownMiss, oldChecked, oldMiss bool, ownVia int) {
 	t.mu[user].Lock()
 	cs := t.changes[user]
 	var own, old int64
 	for i := len(cs) - 1; i >= 0 && (own == 0 || old == 0); i-- {
 		c := cs[i]
 		if own == 0 && c.own && !c.at.After(t0) {
-			own = c.id
+			own, ownVia = c.id, c.via
 		}
 		if old == 0 && !c.at.After(t0.Add(-staleAfter)) {
 			old = c.id
@@ -187,9 +189,9 @@ func (h *dueHeap) Pop() any {
 // workerStats is one client goroutine's tally; merged at the end, so the
 // hot path takes no lock.
 type workerStats struct {
-	reads, errors                            int64
-	ownReads, ownMissed, oldReads, oldMissed int64
-	lat, lag                                 []time.Duration
+	reads, errors                                           int64
+	ownReads, ownMissed, ownMissedSame, oldReads, oldMissed int64
+	lat, lag                                                []time.Duration
 }
 
 // muClient sends the workload's requests. One fasthttp.HostClient per
@@ -209,9 +211,10 @@ func newMuClient(addrs []string, conns int) *muClient {
 }
 
 // detail GETs order with token through a random front and returns the
-// body (appended to dst) when the answer is 200 with code 0.
-func (c *muClient) detail(dst []byte, order int64, token string, req *fasthttp.Request, resp *fasthttp.Response) ([]byte, error) {
-	h := c.hosts[rand.IntN(len(c.hosts))]
+// body (appended to dst) when the answer is 200 with code 0, and the front.
+func (c *muClient) detail(dst []byte, order int64, token string, req *fasthttp.Request, resp *fasthttp.Response) ([]byte, int, error) {
+	via := rand.IntN(len(c.hosts))
+	h := c.hosts[via]
 	req.Reset()
 	resp.Reset()
 	var stack [128]byte
@@ -222,18 +225,20 @@ func (c *muClient) detail(dst []byte, order int64, token string, req *fasthttp.R
 	req.SetRequestURIBytes(uri)
 	req.Header.Set("token", token)
 	if err := h.Do(req, resp); err != nil {
-		return dst, err
+		return dst, via, err
 	}
 	body := resp.Body()
 	if resp.StatusCode() != fasthttp.StatusOK || !bytes.HasPrefix(body, []byte(`{"code":0,`)) {
-		return dst, fmt.Errorf("detail %d: HTTP %d %.120s", order, resp.StatusCode(), body)
+		return dst, via, fmt.Errorf("detail %d: HTTP %d %.120s", order, resp.StatusCode(), body)
 	}
-	return append(dst, body...), nil
+	return append(dst, body...), via, nil
 }
 
-// send posts a message to order as its user and returns the message id.
-func (c *muClient) send(order int64, token, content string) (int64, error) {
-	h := c.hosts[rand.IntN(len(c.hosts))]
+// send posts a message to order as its user through a random front and
+// returns the message id and the front.
+func (c *muClient) send(order int64, token, content string) (id int64, via int, err error) {
+	via = rand.IntN(len(c.hosts))
+	h := c.hosts[via]
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -244,7 +249,7 @@ func (c *muClient) send(order int64, token, content string) (int64, error) {
 	b, _ := json.Marshal(map[string]any{"comm_order_id": order, "content": content})
 	req.SetBody(b)
 	if err := h.Do(req, resp); err != nil {
-		return 0, err
+		return 0, via, err
 	}
 	var ans struct {
 		Code int `json:"code"`
@@ -253,15 +258,16 @@ func (c *muClient) send(order int64, token, content string) (int64, error) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(resp.Body(), &ans); err != nil || resp.StatusCode() != fasthttp.StatusOK || ans.Code != 0 || ans.Data.ID == 0 {
-		return 0, fmt.Errorf("send to %d: HTTP %d %.120s", order, resp.StatusCode(), resp.Body())
+		return 0, via, fmt.Errorf("send to %d: HTTP %d %.120s", order, resp.StatusCode(), resp.Body())
 	}
-	return ans.Data.ID, nil
+	return ans.Data.ID, via, nil
 }
 
 // runManyUsers drives one system for warmup + duration and returns what
 // happened in the measured window.
 func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Server, orders []int64, tokens []string) (*muResult, error) {
-	client := newMuClient(sys.addrs, max(8, m.workers/len(sys.addrs)+1))
+	// Every worker and writer may pick the same front at once.
+	client := newMuClient(sys.addrs, m.workers+8)
 	tr := newTracker(len(orders))
 	start := time.Now()
 	measureFrom := start.Add(m.warmup)
@@ -287,7 +293,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 		}
 		return s
 	}
-	var sends, sendErrs, admins, rywReads, rywMissed atomic.Int64
+	var sends, sendErrs, admins, rywReads, rywMissed, rywMissedSame atomic.Int64
 
 	var wg sync.WaitGroup
 	stats := make([]workerStats, m.workers)
@@ -325,7 +331,8 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 				}
 				t0 := time.Now()
 				var err error
-				body, err = client.detail(body[:0], orders[next.idx], tokens[next.idx], req, resp)
+				var via int
+				body, via, err = client.detail(body[:0], orders[next.idx], tokens[next.idx], req, resp)
 				d := time.Since(t0)
 				if !t0.Before(measureFrom) {
 					st.lag = append(st.lag, t0.Sub(next.due))
@@ -334,9 +341,10 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 					} else {
 						st.reads++
 						st.lat = append(st.lat, d)
-						oc, om, bc, bm := tr.check(next.idx, t0, body, m.staleAfter)
+						oc, om, bc, bm, ownVia := tr.check(next.idx, t0, body, m.staleAfter)
 						st.ownReads, st.oldReads = st.ownReads+b2i(oc), st.oldReads+b2i(bc)
 						st.ownMissed, st.oldMissed = st.ownMissed+b2i(om), st.oldMissed+b2i(bm)
+						st.ownMissedSame += b2i(om && ownVia == via)
 					}
 				}
 				step := float64(m.interval) * (1 + m.jitter*(2*rand.Float64()-1))
@@ -372,7 +380,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 	}
 	writer(m.sendsPerSec, func(n int) {
 		u := rand.IntN(len(orders))
-		id, err := client.send(orders[u], tokens[u], fmt.Sprintf("message %d from the many-user benchmark", n))
+		id, sentVia, err := client.send(orders[u], tokens[u], fmt.Sprintf("message %d from the many-user benchmark", n))
 		measured := !time.Now().Before(measureFrom)
 		if err != nil {
 			if measured {
@@ -381,19 +389,22 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 			return
 		}
 		at := time.Now()
-		tr.add(u, change{id: id, at: at, own: true})
+		tr.add(u, change{id: id, at: at, own: true, via: sentVia})
 		if !measured {
 			return
 		}
 		sends.Add(1)
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		body, err := client.detail(nil, orders[u], tokens[u], req, resp)
+		body, via, err := client.detail(nil, orders[u], tokens[u], req, resp)
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 		if err == nil {
 			rywReads.Add(1)
 			if !hasMessage(body, id) {
 				rywMissed.Add(1)
+				if via == sentVia {
+					rywMissedSame.Add(1)
+				}
 			}
 		}
 	})
@@ -434,6 +445,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 		res.errors += s.errors
 		res.ownReads += s.ownReads
 		res.ownMissed += s.ownMissed
+		res.ownMissedSame += s.ownMissedSame
 		res.oldReads += s.oldReads
 		res.oldMissed += s.oldMissed
 		res.lat = append(res.lat, s.lat...)
@@ -442,6 +454,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 	// The read right after one's own send is a read after one's own write too.
 	res.ownReads += res.rywReads
 	res.ownMissed += res.rywMissed
+	res.ownMissedSame += rywMissedSame.Load()
 	slices.Sort(res.lat)
 	slices.Sort(lag)
 	res.lagP99 = quantile(lag, 0.99)
@@ -567,9 +580,9 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 		if err != nil {
 			return nil, "", err
 		}
-		logf("  %d reads (%d errors), p50 %s p99 %s, upstream detail %.1f/s, stale (a) %d/%d (b) %d/%d, CPU/request %.1f µs",
+		logf("  %d reads (%d errors), p50 %s p99 %s, upstream detail %.1f/s, stale (a) %d/%d (same replica %d) (b) %d/%d, CPU/request %.1f µs",
 			r.reads, r.errors, fmtDur(quantile(r.lat, 0.5)), fmtDur(quantile(r.lat, 0.99)),
-			float64(r.detailCalls)/r.wall.Seconds(), r.ownMissed, r.ownReads, r.oldMissed, r.oldReads, r.cpuPerRequest())
+			float64(r.detailCalls)/r.wall.Seconds(), r.ownMissed, r.ownReads, r.ownMissedSame, r.oldMissed, r.oldReads, r.cpuPerRequest())
 		results = append(results, r)
 	}
 	env.loadEnd = loadAvg()
@@ -601,17 +614,17 @@ func muMarkdown(env machine, o options, bodyBytes int, rs []*muResult) string {
 	w("| caches | anqi-edge `cache.ttl = %q` (defaults otherwise: `cache.memory.ttl` 5s, stale-while-revalidate 30s), each request to a random replica; "+
 		"nginx `proxy_cache_valid 200 %s`, `proxy_cache_lock on`, key `$host$request_uri$http_token`; fake detail latency %s |\n\n",
 		m.ttl.String(), m.ttl, o.detailLatency)
-	w("| system | reads | errors | client p50 | client p99 | upstream detail calls/s | sends (errors) | server CPU per request | (a) reads after own write missing it | (b) reads ≥ %s after a commit missing it | poll start lag p99 |\n", m.staleAfter)
-	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| system | reads | errors | client p50 | client p99 | upstream detail calls/s | sends (errors) | server CPU per request | (a) reads after own write missing it | (a) of which through the replica that took the write | (b) reads ≥ %s after a commit missing it | poll start lag p99 |\n", m.staleAfter)
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		cpu := fmt.Sprintf("%.1f µs", r.cpuPerRequest())
 		if r.sideCPU > 0 && r.requestsTotal > 0 {
 			cpu += fmt.Sprintf(" (+ %.1f µs redis-server)", r.sideCPU.Seconds()*1e6/float64(r.requestsTotal))
 		}
-		w("| %s | %d | %d | %s | %s | %.1f | %d (%d) | %s | **%d** of %d (right after the send: %d of %d) | **%d** of %d | %s |\n",
+		w("| %s | %d | %d | %s | %s | %.1f | %d (%d) | %s | **%d** of %d (right after the send: %d of %d) | %d | **%d** of %d | %s |\n",
 			r.system, r.reads, r.errors, fmtDur(quantile(r.lat, 0.5)), fmtDur(quantile(r.lat, 0.99)),
 			float64(r.detailCalls)/r.wall.Seconds(), r.sends, r.sendErrors, cpu,
-			r.ownMissed, r.ownReads, r.rywMissed, r.rywReads, r.oldMissed, r.oldReads, fmtDur(r.lagP99))
+			r.ownMissed, r.ownReads, r.rywMissed, r.rywReads, r.ownMissedSame, r.oldMissed, r.oldReads, fmtDur(r.lagP99))
 	}
 	return b.String()
 }

@@ -22,7 +22,7 @@ func TestTracker_ChecksTheLatestOwnChangeAndTheLatestOneOlderThanTheWindow(t *te
 	tr.add(0, change{id: 7, at: t0.Add(-3 * time.Second)})                   // admin, long ago
 	tr.add(0, change{id: 9, at: t0.Add(-200 * time.Millisecond), own: true}) // own, just now
 	body := []byte(`[{"id":7,"comm_order_id":1}]`)
-	oc, om, bc, bm := tr.check(0, t0, body, time.Second)
+	oc, om, bc, bm, _ := tr.check(0, t0, body, time.Second)
 	if !oc || !om {
 		t.Errorf("own change 9 committed before the read and missing: checked %v, missed %v", oc, om)
 	}
@@ -30,7 +30,7 @@ func TestTracker_ChecksTheLatestOwnChangeAndTheLatestOneOlderThanTheWindow(t *te
 		t.Errorf("change 7, 3s old, is in the body: checked %v, missed %v", bc, bm)
 	}
 	// A read that started before the own change was answered is not held to it.
-	if oc, _, _, _ := tr.check(0, t0.Add(-time.Second), body, time.Second); oc {
+	if oc, _, _, _, _ := tr.check(0, t0.Add(-time.Second), body, time.Second); oc {
 		t.Error("a read started before the send's answer was checked against it")
 	}
 }
