@@ -13,7 +13,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"runtime"
 	"slices"
@@ -47,6 +50,7 @@ type muOptions struct {
 	ttl         time.Duration // anqi-edge cache.ttl and nginx proxy_cache_valid
 	workers     int           // client goroutines (each owns users/workers users)
 	staleAfter  time.Duration // a change committed this long before a read must be in it
+	messages    int           // messages added to every order before the run (body size)
 }
 
 func (m *muOptions) check() error {
@@ -65,6 +69,8 @@ func (m *muOptions) check() error {
 		return fmt.Errorf("-mu-workers must be between 1 and 10000, got %d", m.workers)
 	case m.ttl <= 0 || m.staleAfter <= 0:
 		return fmt.Errorf("-mu-ttl and -mu-stale-after must be > 0")
+	case m.messages < 0 || m.messages > 1000:
+		return fmt.Errorf("-mu-messages must be between 0 and 1000, got %d", m.messages)
 	}
 	return nil
 }
@@ -78,6 +84,7 @@ type muSystem struct {
 	pids    []int
 	tree    bool
 	sidePID int
+	admins  []string // anqi-edge admin bases, for cache_lookups_total by tier
 }
 
 // muResult is one system's numbers over the measured window.
@@ -102,6 +109,9 @@ type muResult struct {
 	oldReads      int64 // reads that had such a change to check
 	cpu, sideCPU  time.Duration
 	requestsTotal int64 // polls + sends + read-after-write reads, for CPU per request
+	// lookups is anqi_edge_cache_lookups_total over the window, summed over
+	// the replicas, by its label set (anqi-edge only).
+	lookups map[string]float64
 }
 
 // change is one committed change to an order: a message, by its id.
@@ -278,6 +288,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 	type snapshot struct {
 		detail, send int64
 		cpu, side    time.Duration
+		lookups      map[string]float64
 	}
 	var snap0 snapshot
 	var snapOnce sync.Once
@@ -291,6 +302,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 		if sys.sidePID != 0 {
 			s.side, _ = cpuOf(sys.sidePID, false)
 		}
+		s.lookups = scrapeLookups(ctx, sys.admins)
 		return s
 	}
 	var sends, sendErrs, admins, rywReads, rywMissed, rywMissedSame atomic.Int64
@@ -304,7 +316,11 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 			st := &stats[w]
 			var h dueHeap
 			for u := w; u < len(orders); u += m.workers {
-				h = append(h, muUser{idx: u, due: start.Add(time.Duration(rand.Int64N(int64(m.interval))))})
+				// First polls are spread over the warm-up (at least one
+				// interval), so the entries' ages, and with them the
+				// expiries, are spread as in a steady state instead of
+				// expiring together once per ttl.
+				h = append(h, muUser{idx: u, due: start.Add(time.Duration(rand.Int64N(int64(max(m.interval, m.warmup)))))})
 			}
 			if len(h) == 0 {
 				return
@@ -356,6 +372,8 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 
 	// Writers: messages through the proxy, each followed by the writer's
 	// own read (a UI refreshing after "send"); admin changes behind it.
+	// Each write runs on its own goroutine (at most 32 at once), so a slow
+	// answer does not lower the rate.
 	writer := func(perSec float64, do func(n int)) {
 		if perSec <= 0 {
 			return
@@ -363,6 +381,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sem := make(chan struct{}, 32)
 			tick := time.NewTicker(time.Duration(float64(time.Second) / perSec))
 			defer tick.Stop()
 			for n := 0; ; n++ {
@@ -373,7 +392,17 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 					if !now.Before(end) {
 						return
 					}
-					do(n)
+					select {
+					case sem <- struct{}{}:
+					default:
+						continue // 32 writes outstanding: the system is not keeping up
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer func() { <-sem }()
+						do(n)
+					}()
 				}
 			}
 		}()
@@ -436,6 +465,12 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 	res.wall = time.Since(measureFrom)
 	res.detailCalls, res.sendCalls = snap1.detail-snap0.detail, snap1.send-snap0.send
 	res.cpu, res.sideCPU = snap1.cpu-snap0.cpu, snap1.side-snap0.side
+	if len(sys.admins) > 0 {
+		res.lookups = map[string]float64{}
+		for k, v := range snap1.lookups {
+			res.lookups[k] = v - snap0.lookups[k]
+		}
+	}
 	res.sends, res.sendErrors, res.adminChanges = sends.Load(), sendErrs.Load(), admins.Load()
 	res.rywReads, res.rywMissed = rywReads.Load(), rywMissed.Load()
 	var lag []time.Duration
@@ -525,6 +560,10 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 	tokens := make([]string, len(users))
 	for i := range users {
 		orders[i], tokens[i] = seeded[i].ID, fk.Token(users[i].ID, 30*24*time.Hour)
+		for k := range m.messages {
+			fk.AppendMessage(orders[i], fake.Message{SenderID: 1, SenderName: "Studio",
+				Content: fmt.Sprintf("Update %d on your order: the proof is attached; please check the colours, the text size and the delivery date.", k+1)})
+		}
 	}
 	var bodyBytes int
 	if o, ok := fk.Order(orders[0]); ok {
@@ -568,7 +607,8 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 		{label: "anqi-edge, 2 replicas sharing one redis-server (L1 + Redis)",
 			addrs:   []string{target{base: replicas[0].base}.hostPort(), target{base: replicas[1].base}.hostPort()},
 			pids:    []int{replicas[0].proc.cmd.Process.Pid, replicas[1].proc.cmd.Process.Pid},
-			sidePID: rp.cmd.Process.Pid},
+			sidePID: rp.cmd.Process.Pid,
+			admins:  []string{replicas[0].admin, replicas[1].admin}},
 		{label: "nginx proxy_cache (lock; key $host$request_uri$http_token)",
 			addrs: []string{fmt.Sprintf("127.0.0.1:%d", nports.poll)},
 			pids:  []int{np.cmd.Process.Pid}, tree: true},
@@ -626,6 +666,17 @@ func muMarkdown(env machine, o options, bodyBytes int, rs []*muResult) string {
 			float64(r.detailCalls)/r.wall.Seconds(), r.sends, r.sendErrors, cpu,
 			r.ownMissed, r.ownReads, r.rywMissed, r.rywReads, r.ownMissedSame, r.oldMissed, r.oldReads, fmtDur(r.lagP99))
 	}
+	for _, r := range rs {
+		if len(r.lookups) == 0 {
+			continue
+		}
+		keys := slices.Sorted(maps.Keys(r.lookups))
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, fmt.Sprintf("%s %.0f", k, r.lookups[k]))
+		}
+		w("\n%s, cache lookups during the window (`anqi_edge_cache_lookups_total`, both replicas): %s.\n", r.system, strings.Join(parts, ", "))
+	}
 	return b.String()
 }
 
@@ -634,4 +685,48 @@ func adminNote(perSec float64) string {
 		return "off (`-mu-admin 0`: needs the fake's DB mode and anqi-edge's CDC, not built yet)"
 	}
 	return fmt.Sprintf("%.1f/s via `fake.AppendMessage` (no CDC can see these in the in-memory fake)", perSec)
+}
+
+// scrapeLookups sums anqi_edge_cache_lookups_total over the replicas'
+// /metrics, by label set ({result="hit",tier="l1"} → "l1 hit").
+func scrapeLookups(ctx context.Context, admins []string) map[string]float64 {
+	out := map[string]float64{}
+	for _, a := range admins {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		req, _ := http.NewRequestWithContext(c, http.MethodGet, a+"/metrics", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cancel()
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		for line := range strings.SplitSeq(string(b), "\n") {
+			rest, ok := strings.CutPrefix(line, "anqi_edge_cache_lookups_total{")
+			if !ok {
+				continue
+			}
+			labels, val, ok := strings.Cut(rest, "} ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			if err != nil {
+				continue
+			}
+			var result, tier string
+			for kv := range strings.SplitSeq(labels, ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				switch k {
+				case "result":
+					result = strings.Trim(v, `"`)
+				case "tier":
+					tier = strings.Trim(v, `"`)
+				}
+			}
+			out[tier+" "+result] += v
+		}
+	}
+	return out
 }

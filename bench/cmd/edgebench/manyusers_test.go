@@ -46,7 +46,7 @@ func TestManyUsers_SmokeRunsBothSystems(t *testing.T) {
 		t.Skip(err)
 	}
 	o := options{detailLatency: 5 * time.Millisecond, mu: muOptions{users: 40, interval: 300 * time.Millisecond, jitter: 0.2,
-		sendsPerSec: 5, warmup: 500 * time.Millisecond, duration: 2 * time.Second, ttl: 30 * time.Second, workers: 8, staleAfter: time.Second}}
+		sendsPerSec: 5, warmup: 500 * time.Millisecond, duration: 2 * time.Second, ttl: 30 * time.Second, workers: 8, staleAfter: time.Second, messages: 2}}
 	if err := o.mu.check(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +62,9 @@ func TestManyUsers_SmokeRunsBothSystems(t *testing.T) {
 	for _, r := range rs {
 		if r.reads == 0 || r.errors != 0 || r.sends == 0 || r.sendErrors != 0 || r.sendCalls < r.sends {
 			t.Errorf("%s: %d reads, %d errors, %d sends (%d errors), %d upstream send calls", r.system, r.reads, r.errors, r.sends, r.sendErrors, r.sendCalls)
+		}
+		if strings.HasPrefix(r.system, "anqi-edge") && r.lookups["l1 hit"] == 0 {
+			t.Errorf("%s: no L1 hits scraped from the replicas' metrics: %v", r.system, r.lookups)
 		}
 		if !strings.Contains(md, "| "+r.system+" |") {
 			t.Errorf("table has no row for %s:\n%s", r.system, md)
