@@ -89,7 +89,7 @@ func run() int {
 	fl.DurationVar(&o.mu.warmup, "mu-warmup", 30*time.Second, "many users: polling before the measured window: the cold fill, spread over it (keep >= -mu-ttl for a steady state)")
 	fl.DurationVar(&o.mu.duration, "mu-duration", envDuration("BENCH_MU_DURATION", 60*time.Second), "many users: measured window per system (env BENCH_MU_DURATION)")
 	fl.DurationVar(&o.mu.ttl, "mu-ttl", 30*time.Second, "many users: anqi-edge cache.ttl and nginx proxy_cache_valid")
-	fl.IntVar(&o.mu.workers, "mu-workers", 512, "many users: client goroutines (users are split among them)")
+	fl.IntVar(&o.mu.workers, "mu-workers", 128, "many users: client goroutines (users are split among them)")
 	fl.IntVar(&o.mu.messages, "mu-messages", 8, "many users: messages added to every order first (8 make the ~2.6 KB detail of a live order)")
 	fl.DurationVar(&o.mu.staleAfter, "mu-stale-after", time.Second, "many users: a change committed this long before a read must show in it")
 	if err := fl.Parse(os.Args[1:]); err != nil {
