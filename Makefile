@@ -37,7 +37,7 @@ demo: build fake
 # nginx-light is enough: proxy_cache is part of nginx's core http proxy.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bench bench-deps
+.PHONY: bench bench-deps bench-manyusers
 bench-deps:
 	$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light wrk redis-server
 
@@ -55,3 +55,8 @@ bench:
 .PHONY: soak
 soak:
 	cd bench && $(GO) run ./cmd/soak
+
+# bench-manyusers: 5,000 users polling their own orders through two anqi-edge
+# replicas sharing Redis, then nginx (~4 min); prints a table for bench/README.md.
+bench-manyusers:
+	cd bench && $(GO) run ./cmd/edgebench -manyusers

@@ -64,10 +64,17 @@ type Entry struct {
 
 // NewEntry copies body and contentType (the caller's buffers are reused by
 // fasthttp) and computes the ETag and the gzip variant once, at fill time.
+//
+// Every field is allocated at exactly its length. L1 holds 100,000s of
+// entries: the gzip copy used to keep the spare capacity of the
+// bytes.Buffer it was written into (hundreds of bytes per entry), and one
+// shared allocation for all fields lands in a coarser size class than three
+// small ones (a 3.5 KB allocation is rounded up to 4 KB), so separate exact
+// copies are the cheapest layout (BenchmarkMemory_L1BytesPerOrder).
 func NewEntry(body, contentType []byte, negative bool, now time.Time) *Entry {
 	e := &Entry{
 		Body:        bytes.Clone(body),
-		ContentType: bytes.Clone(contentType),
+		ContentType: sharedContentType(contentType),
 		StoredAt:    now.UnixNano(),
 		Negative:    negative,
 	}
@@ -79,19 +86,50 @@ func NewEntry(body, contentType []byte, negative bool, now time.Time) *Entry {
 	e.ETag = append(e.ETag, '"')
 	e.ETag = hex.AppendEncode(e.ETag, sum[:16])
 	e.ETag = append(e.ETag, '"')
-	if len(body) >= 256 {
-		var buf bytes.Buffer
+	if len(body) >= gzipMinBody {
+		zb := gzipBufs.Get().(*bytes.Buffer)
+		zb.Reset()
 		zw := gzipWriters.Get().(*gzip.Writer)
-		zw.Reset(&buf)
+		zw.Reset(zb)
 		zw.Write(body)
 		zw.Close()
 		zw.Reset(nil)
 		gzipWriters.Put(zw)
-		if buf.Len() < len(body) {
-			e.Gzip = buf.Bytes()
+		if gzipPays(zb.Len(), len(body)) {
+			e.Gzip = bytes.Clone(zb.Bytes())
 		}
+		putGzipBuf(zb)
 	}
 	return e
+}
+
+// gzipMinBody is the smallest body that gets a gzip copy. Below it the
+// whole answer (≈250 B of headers + body) fits one 1,460-byte TCP segment
+// either way, so the copy saves the client no packet and no round trip,
+// while L1 and Redis hold it for every order: for the fake's 0.9 KB order
+// without messages the copy was 527 B, +60% on the stored bytes (numbers in
+// bench/README.md, "Memory per order").
+const gzipMinBody = 1024
+
+// gzipPays reports whether a compressed copy of zlen bytes is worth keeping
+// beside a body of n bytes: it must save at least an eighth.
+func gzipPays(zlen, n int) bool { return zlen <= n-n/8 }
+
+// sharedContentType returns one shared copy of the content types AnqiCMS
+// answers with, and a private copy of anything else. Entries are immutable,
+// so sharing is safe, and it saves an allocation per entry.
+func sharedContentType(ct []byte) []byte {
+	for _, c := range commonContentTypes {
+		if bytes.Equal(ct, c) {
+			return c
+		}
+	}
+	return bytes.Clone(ct)
+}
+
+var commonContentTypes = [][]byte{
+	[]byte("application/json; charset=utf-8"),
+	[]byte("application/json"),
 }
 
 // gzipWriters reuses compressors: a gzip.Writer holds about 800 KB of
@@ -101,12 +139,27 @@ var gzipWriters = sync.Pool{New: func() any {
 	return zw
 }}
 
+// gzipBufs holds the compressed output until it is copied into the entry.
+var gzipBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// putGzipBuf returns zb to the pool unless one huge body grew it: the pool
+// would keep that memory for good.
+func putGzipBuf(zb *bytes.Buffer) {
+	if zb.Cap() <= 1<<20 {
+		gzipBufs.Put(zb)
+	}
+}
+
 // Age is how long ago AnqiCMS produced the answer.
 func (e *Entry) Age(now int64) time.Duration { return time.Duration(now - e.StoredAt) }
 
-// Size approximates the memory an entry holds, for L1's byte bound.
+// Size approximates the memory an entry holds, for L1's byte bound:
+// capacities (the allocator's size class, which the copies report), the
+// content type as if it were not shared, and the struct itself (120 bytes,
+// allocated as 128). BenchmarkMemory_L1BytesPerOrder checks it against the
+// heap.
 func (e *Entry) Size() int {
-	return len(e.Body) + len(e.Gzip) + len(e.ContentType) + len(e.ETag) + 160
+	return cap(e.Body) + cap(e.Gzip) + len(e.ContentType) + cap(e.ETag) + 128
 }
 
 const codecVersion = 1

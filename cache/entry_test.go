@@ -44,7 +44,7 @@ func orderBody(n int) []byte {
 }
 
 func TestEntry_CopiesTheCallersBuffers(t *testing.T) {
-	body := orderBody(20)
+	body := orderBody(40)
 	ct := []byte("application/json; charset=utf-8")
 	want := bytes.Clone(body)
 	e := NewEntry(body, ct, false, time.Now())
@@ -101,6 +101,31 @@ func TestEntry_GzipVariantOnlyWhenItPaysOff(t *testing.T) {
 	}
 }
 
+// Below one TCP segment a gzip copy saves the client nothing and costs every
+// tier its bytes; the fields of one entry share an allocation, and none may
+// grow into another.
+func TestEntry_SmallBodyHasNoGzipCopyAndNoFieldKeepsSpareCapacity(t *testing.T) {
+	small := orderBody(20) // compressible, but under gzipMinBody
+	if len(small) >= gzipMinBody {
+		t.Fatalf("test body is %d bytes, want < %d", len(small), gzipMinBody)
+	}
+	if e := NewEntry(small, nil, false, time.Now()); e.Gzip != nil {
+		t.Errorf("%d-byte body got a %d-byte gzip copy", len(small), len(e.Gzip))
+	}
+	big := orderBody(40)
+	e := NewEntry(big, []byte("application/json; charset=utf-8"), false, time.Now())
+	if e.Gzip == nil {
+		t.Fatalf("%d-byte body got no gzip copy", len(big))
+	}
+	// A growing buffer doubles; an exact copy is only rounded up to its
+	// allocation size class (at most 1/8 over, plus the 16-byte classes).
+	for _, f := range [][]byte{e.ETag, e.Body, e.Gzip} {
+		if cap(f) > len(f)+len(f)/8+16 {
+			t.Fatalf("field of %d bytes keeps capacity %d: memory L1 holds for nothing", len(f), cap(f))
+		}
+	}
+}
+
 // Fills run concurrently and share pooled compressors.
 func TestEntry_ConcurrentFillsGetTheirOwnGzip(t *testing.T) {
 	var wg sync.WaitGroup
@@ -110,7 +135,7 @@ func TestEntry_ConcurrentFillsGetTheirOwnGzip(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 50 {
-				body := orderBody(10 + g + i%7)
+				body := orderBody(30 + g + i%7)
 				e := NewEntry(body, nil, false, time.Now())
 				zr, err := gzip.NewReader(bytes.NewReader(e.Gzip))
 				if err != nil {

@@ -35,6 +35,9 @@ type target struct {
 	edge  *edge  // nil for nginx and direct
 	pid   int    // process whose CPU time is charged to this system
 	tree  bool   // also charge pid's descendants (nginx workers)
+	// sidePID is a helper whose CPU is reported beside the system's own
+	// (redis-server for the Redis-tier set-ups), 0 = none.
+	sidePID int
 }
 
 func (t target) url(order int64) string {
@@ -107,6 +110,9 @@ type results struct {
 	polls      []pollResult
 	profile    *cpuProfile // when profiled
 	profileErr string
+	// The Redis-tier hit's profile, taken when it misses its CPU target.
+	redisProfile    *cpuProfile
+	redisProfileErr string
 }
 
 func bench(ctx context.Context, o options) (err error) {
@@ -179,7 +185,7 @@ func bench(ctx context.Context, o options) (err error) {
 	specs := []edgeSpec{
 		{name: "l1", label: "anqi-edge L1 only", l1: true, ttl: 30 * time.Second, pprof: true, keyspace: "eb-l1"},
 		{name: "l1redis", label: "anqi-edge L1 + Redis", l1: true, redis: true, ttl: 30 * time.Second, keyspace: "eb-l1redis"},
-		{name: "redis", label: "anqi-edge Redis only", redis: true, ttl: 30 * time.Second, keyspace: "eb-redis"},
+		{name: "redis", label: "anqi-edge Redis only", redis: true, ttl: 30 * time.Second, pprof: true, keyspace: "eb-redis"},
 	}
 	var edges []*edge
 	for _, s := range specs {
@@ -213,8 +219,8 @@ func bench(ctx context.Context, o options) (err error) {
 
 	targets := []target{
 		{name: "l1", label: specs[0].label, base: edges[0].base, edge: edges[0], pid: edges[0].proc.PID()},
-		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.PID()},
-		{name: "redis", label: specs[2].label, base: edges[2].base, edge: edges[2], pid: edges[2].proc.PID()},
+		{name: "l1redis", label: specs[1].label, base: edges[1].base, edge: edges[1], pid: edges[1].proc.PID(), sidePID: rp.PID()},
+		{name: "redis", label: specs[2].label, base: edges[2].base, edge: edges[2], pid: edges[2].proc.PID(), sidePID: rp.PID()},
 		{name: "nginx", label: "nginx proxy_cache", base: fmt.Sprintf("http://127.0.0.1:%d", nports.hot), pid: np.PID(), tree: true},
 		// The fake runs in this process, which is otherwise idle during the run.
 		{name: "direct", label: "direct (fake AnqiCMS, no cache)", base: fakeBase, pid: os.Getpid()},
@@ -254,12 +260,16 @@ func bench(ctx context.Context, o options) (err error) {
 			}
 			c0, hits0 := calls(), edgeHits(ctx, h.target.edge)
 			cpu0, cpuOK := cpuOf(h.target.pid, h.target.tree)
+			side0, sideOK := cpuOf(h.target.sidePID, false)
 			r, err := runWrk(ctx, o.threads, o.conns, o.duration, token, h.target.url(hotOrder))
 			if err != nil {
 				return err
 			}
 			if cpu1, ok := cpuOf(h.target.pid, h.target.tree); ok && cpuOK {
 				r.ServerCPU = cpu1 - cpu0
+			}
+			if side1, ok := cpuOf(h.target.sidePID, false); ok && sideOK && h.target.sidePID != 0 {
+				r.SideCPU = side1 - side0
 			}
 			up := calls() - c0
 			h.upstream += up
@@ -276,6 +286,10 @@ func bench(ctx context.Context, o options) (err error) {
 		l1.medianPerCore()/ng.medianPerCore(), fmtDur(l1.medianP99()), fmtDur(ng.medianP99()))
 	logf("anqi-edge L1 / bare fasthttp ceiling: %.2fx req/s, %.2fx req per CPU-second", l1.medianRPS()/ceil.medianRPS(),
 		l1.medianPerCore()/ceil.medianPerCore())
+	if rd := res.hot[2]; rd.medianPerCore() > 0 && l1.medianPerCore() > 0 {
+		logf("anqi-edge Redis-tier hit / L1 hit: %.2fx server CPU per request (%.1f µs vs %.1f µs)",
+			l1.medianPerCore()/rd.medianPerCore(), 1e6/rd.medianPerCore(), 1e6/l1.medianPerCore())
+	}
 
 	// 2. CPU profile of anqi-edge L1 under the same load, when it falls short.
 	if o.profile == "always" || (o.profile == "auto" && (ratio < 1.5 || l1.medianP99() > ng.medianP99())) {
@@ -288,6 +302,20 @@ func bench(ctx context.Context, o options) (err error) {
 			res.profile = prof
 			logf("anqi-edge handler: %.1f%% of its CPU; write(2) %.1f%%, read(2) %.1f%%",
 				prof.share[shareHandler], prof.share[shareWrite], prof.share[shareRead])
+		}
+	}
+
+	// 2b. The same for a Redis-tier hit when it costs more than its target.
+	if rd := res.hot[2]; o.profile == "always" || (o.profile == "auto" && rd.medianPerCore() > 0 &&
+		l1.medianPerCore()/rd.medianPerCore() > redisTierTarget) {
+		logf("profiling anqi-edge Redis only for %ds under wrk", o.profileSeconds)
+		prof, err := profileEdge(ctx, dir, bin, edges[2], o, token, targets[2].url(hotOrder))
+		if err != nil {
+			logf("profile failed: %v", err)
+			res.redisProfileErr = err.Error()
+		} else {
+			res.redisProfile = prof
+			logf("anqi-edge Redis only: Redis.Get %.1f%% of its CPU, handler %.1f%%", prof.share[shareRedisGet], prof.share[shareHandler])
 		}
 	}
 
@@ -430,7 +458,7 @@ func profileEdge(ctx context.Context, dir, bin string, e *edge, o options, token
 		done <- wrkOut{r, err}
 	}()
 	time.Sleep(time.Second)
-	path := filepath.Join(dir, "edge-l1.cpu.pprof")
+	path := filepath.Join(dir, "edge-"+e.spec.name+".cpu.pprof")
 	perr := fetchProfile(ctx, e.admin, o.profileSeconds, path)
 	w := <-done
 	if perr != nil {

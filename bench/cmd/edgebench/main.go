@@ -52,6 +52,8 @@ type options struct {
 	profile        string
 	profileSeconds int
 	keep           bool
+	manyusers      bool
+	mu             muOptions
 }
 
 func main() {
@@ -76,16 +78,37 @@ func run() int {
 	fl.StringVar(&o.profile, "profile", envString("BENCH_PROFILE", "auto"), "CPU profile of anqi-edge L1 under wrk: auto (when L1 < 1.5x nginx), always, never (env BENCH_PROFILE)")
 	fl.IntVar(&o.profileSeconds, "profile-seconds", 10, "length of the CPU profile")
 	fl.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs, profile)")
+	fl.BoolVar(&o.manyusers, "manyusers", false, "run the many-user workload (two anqi-edge replicas, then nginx) instead of the hot-key harness; prints its table")
+	fl.IntVar(&o.mu.users, "mu-users", 5000, "many users: users, one order each")
+	fl.DurationVar(&o.mu.interval, "mu-interval", 2*time.Second, "many users: each user's poll interval")
+	fl.Float64Var(&o.mu.jitter, "mu-jitter", 0.2, "many users: poll interval jitter, ± fraction")
+	fl.Float64Var(&o.mu.sendsPerSec, "mu-sends", 10, "many users: messages per second sent through the proxy to random orders")
+	fl.Float64Var(&o.mu.adminPerSec, "mu-admin", 0, "many users: admin changes per second behind the proxy; keep 0 until the fake's DB mode and CDC exist "+
+		"(the in-memory fake's changes are invisible to any cache until its TTL)")
+	fl.DurationVar(&o.mu.warmup, "mu-warmup", 30*time.Second, "many users: polling before the measured window: the cold fill, spread over it (keep >= -mu-ttl for a steady state)")
+	fl.DurationVar(&o.mu.duration, "mu-duration", envDuration("BENCH_MU_DURATION", 60*time.Second), "many users: measured window per system (env BENCH_MU_DURATION)")
+	fl.DurationVar(&o.mu.ttl, "mu-ttl", 30*time.Second, "many users: anqi-edge cache.ttl and nginx proxy_cache_valid")
+	fl.IntVar(&o.mu.workers, "mu-workers", 128, "many users: client goroutines (users are split among them)")
+	fl.IntVar(&o.mu.messages, "mu-messages", 8, "many users: messages added to every order first (8 make the ~2.6 KB detail of a live order)")
+	fl.DurationVar(&o.mu.staleAfter, "mu-stale-after", time.Second, "many users: a change committed this long before a read must show in it")
 	if err := fl.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	if err := o.check(); err != nil {
+	check := o.check
+	if o.manyusers {
+		check = o.mu.check
+	}
+	if err := check(); err != nil {
 		fmt.Fprintln(os.Stderr, "edgebench:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := bench(ctx, o); err != nil {
+	run := bench
+	if o.manyusers {
+		run = manyUsers
+	}
+	if err := run(ctx, o); err != nil {
 		if ctx.Err() != nil {
 			err = errInterrupted // not the wrk or dial error the interruption caused
 		}

@@ -27,6 +27,10 @@ const (
 	shareTimeNow   = "time.Now"
 	shareGC        = "runtime.gcBgMarkWorker"
 	shareServeConn = "github.com/valyala/fasthttp.(*Server).serveConn"
+	shareTiersGet  = "anqi-edge/cache.(*Tiers).Get"
+	shareRedisGet  = "anqi-edge/cache.(*Redis).Get"
+	shareUnmarshal = "anqi-edge/cache.UnmarshalEntry"
+	shareMallocgc  = "runtime.mallocgc"
 )
 
 // profileShares reads the cum% column of `go tool pprof -top -cum`.
@@ -72,6 +76,30 @@ func (p *cpuProfile) summary() string {
 	if h := s[shareHandler]; h > 0 && h < 100 {
 		fmt.Fprintf(&b, "\nThe handler is %.1f%% of anqi-edge's CPU: even a handler that cost nothing would make the same process serve at most "+
 			"%.2f× as many hits per CPU-second (Amdahl). The rest is the kernel's loopback TCP, fasthttp and the Go runtime.\n", h, 100/(100-h))
+	}
+	return b.String()
+}
+
+// redisSummary says where a Redis-tier hit's CPU went.
+func (p *cpuProfile) redisSummary() string {
+	s := p.share
+	var b strings.Builder
+	fmt.Fprintf(&b, "Where anqi-edge Redis-only's CPU went (cumulative share of its samples, %.0f req/s while profiling):\n\n", p.rps)
+	fmt.Fprintf(&b, "| part | share |\n|---|---:|\n")
+	rows := []struct{ label, fn string }{
+		{"kernel: `write(2)` (responses and Redis commands)", shareWrite},
+		{"kernel: `read(2)` (requests and Redis replies)", shareRead},
+		{"Go scheduler (`runtime.schedule`)", shareSchedule},
+		{"allocation (`runtime.mallocgc`)", shareMallocgc},
+		{"garbage collector (`runtime.gcBgMarkWorker`)", shareGC},
+		{"**anqi-edge handler** (`proxy.(*Server).handle`)", shareHandler},
+		{"— cache tiers (`cache.(*Tiers).Get`)", shareTiersGet},
+		{"— — Redis read: MGET round trip and decode (`cache.(*Redis).Get`)", shareRedisGet},
+		{"— — — entry decode (`cache.UnmarshalEntry`)", shareUnmarshal},
+		{"— writing the answer (`proxy.(*Detail).respond`)", shareRespond},
+	}
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %.1f%% |\n", r.label, s[r.fn])
 	}
 	return b.String()
 }

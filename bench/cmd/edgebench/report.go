@@ -150,11 +150,13 @@ func (r *results) markdown() string {
 		"Compare rows of one run, not runs on different machines.\n\n", r.env.nproc)
 
 	// Hot key.
-	var l1, ng, ceil *hotResult
+	var l1, rd, ng, ceil *hotResult
 	for _, h := range r.hot {
 		switch h.target.name {
 		case "l1":
 			l1 = h
+		case "redis":
+			rd = h
 		case "nginx":
 			ng = h
 		case "ceiling":
@@ -166,8 +168,8 @@ func (r *results) markdown() string {
 		"%d round(s) interleaved (A B C D E F, A B C D E F, …) so noise hits every system alike; medians over the rounds. "+
 		"The detail body is %d bytes on every system (checked byte for byte against the fake).\n\n",
 		o.threads, o.conns, strconv.Itoa(int(o.duration.Round(time.Second)/time.Second))+"s", detailPath, o.rounds, bodyBytes(r.hot))
-	w("| system | req/s (median) | p50 | p99 (median) | req/s per round | vs nginx | vs ceiling | server CPU (cores) | req per CPU-second | vs nginx per CPU | bytes/answer | upstream calls |\n")
-	w("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| system | req/s (median) | p50 | p99 (median) | req/s per round | vs nginx | vs ceiling | server CPU (cores) | req per CPU-second | server CPU per request | vs nginx per CPU | bytes/answer | upstream calls |\n")
+	w("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var wrkCPU, wrkWall float64
 	for _, h := range r.hot {
 		var per []string
@@ -198,16 +200,17 @@ func (r *results) markdown() string {
 		if reqs > 0 {
 			bpa = fmt.Sprintf("%.0f", read/float64(reqs))
 		}
-		cores, perCore := "—", "—"
+		cores, perCore, perReq := "—", "—", "—"
 		if h.medianPerCore() > 0 {
 			cores, perCore = fmt.Sprintf("%.2f", h.medianCores()), fmt.Sprintf("%.0f", h.medianPerCore())
+			perReq = fmt.Sprintf("%.1f µs", 1e6/h.medianPerCore())
 		}
 		label := h.target.label
 		if bad > 0 {
 			label += fmt.Sprintf(" (%d non-2xx/socket errors)", bad)
 		}
-		w("| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", label, h.medianRPS(), fmtDur(h.medianP50()), fmtDur(h.medianP99()),
-			strings.Join(per, " / "), vs, vsCeil, cores, perCore, vsCPU, bpa, h.upstream)
+		w("| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", label, h.medianRPS(), fmtDur(h.medianP50()), fmtDur(h.medianP99()),
+			strings.Join(per, " / "), vs, vsCeil, cores, perCore, perReq, vsCPU, bpa, h.upstream)
 	}
 	if wrkWall > 0 {
 		w("\nServer CPU is the user + system time of the system's processes during each run (nginx: master and workers; "+
@@ -246,6 +249,9 @@ func (r *results) markdown() string {
 
 	if l1 != nil && ceil != nil {
 		w("\n%s", ceilingVerdict(l1, ceil))
+	}
+	if l1 != nil && rd != nil {
+		w("\n%s", redisTierVerdict(l1, rd))
 	}
 
 	// Storm.
@@ -292,6 +298,16 @@ func (r *results) markdown() string {
 			w("%s\n", r.profile.summary())
 			w("```\n%s```\n", trimPprof(r.profile.top))
 			w("\nBy cumulative time (`-cum`):\n\n```\n%s```\n", trimPprof(r.profile.cum))
+		}
+	}
+	if r.redisProfile != nil || r.redisProfileErr != "" {
+		w("\n### CPU profile of anqi-edge Redis only under wrk\n\n")
+		w("Taken because the Redis-tier hit cost more than %.1f× an L1 hit's CPU (or `BENCH_PROFILE=always`), the same way as above.\n\n", redisTierTarget)
+		if r.redisProfileErr != "" {
+			w("The profile failed: %s\n", r.redisProfileErr)
+		} else {
+			w("%s\n", r.redisProfile.redisSummary())
+			w("```\n%s```\n", trimPprof(r.redisProfile.cum))
 		}
 	}
 	return b.String()
@@ -393,5 +409,43 @@ func ceilingVerdict(l1, ceil *hotResult) string {
 	}
 	fmt.Fprintf(&b, ". The ceiling (`bench/cmd/ceiling`) is fasthttp answering L1's recorded hit, headers and body, after one map lookup. "+
 		"Target ≥ %.1f×: **%s**.\n", ceilingTarget, verdict(ratio >= ceilingTarget))
+	return b.String()
+}
+
+// redisTierTarget is DESIGN §8's bound: a Redis-tier hit (L1 off) costs at
+// most this many times the server CPU of an L1 hit.
+const redisTierTarget = 1.3
+
+// redisTierVerdict compares anqi-edge's CPU per request on a Redis-tier hit
+// with an L1 hit's, both from this run.
+func redisTierVerdict(l1, rd *hotResult) string {
+	if l1.medianPerCore() <= 0 || rd.medianPerCore() <= 0 {
+		return "Server CPU per request of the Redis-tier hit could not be measured in this run.\n"
+	}
+	ratio := l1.medianPerCore() / rd.medianPerCore()
+	var per []string
+	for i := range min(len(l1.rounds), len(rd.rounds)) {
+		a, b := l1.rounds[i], rd.rounds[i]
+		if a.ServerCPU > 0 && b.ServerCPU > 0 && a.Requests > 0 && b.Requests > 0 {
+			per = append(per, fmt.Sprintf("%.2f×", (b.ServerCPU.Seconds()/float64(b.Requests))/(a.ServerCPU.Seconds()/float64(a.Requests))))
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "**anqi-edge Redis-tier hit / L1 hit, server CPU per request: %.2f×** (%.1f µs vs %.1f µs of anqi-edge CPU; per round: %s)",
+		ratio, 1e6/rd.medianPerCore(), 1e6/l1.medianPerCore(), strings.Join(per, ", "))
+	var side time.Duration
+	var reqs int64
+	for _, x := range rd.rounds {
+		side += x.SideCPU
+		reqs += x.Requests
+	}
+	if side > 0 && reqs > 0 {
+		fmt.Fprintf(&b, "; redis-server spent another %.1f µs per request", side.Seconds()*1e6/float64(reqs))
+	}
+	fmt.Fprintf(&b, ". Target ≤ %.1f× (DESIGN §8): **%s**", redisTierTarget, verdict(ratio <= redisTierTarget))
+	if ratio > redisTierTarget {
+		fmt.Fprintf(&b, ", missed by %.0f%%", 100*(ratio/redisTierTarget-1))
+	}
+	b.WriteString(".\n")
 	return b.String()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,6 +211,17 @@ func TestMarkdown_HotKeyTableHasTheCeilingRowAndTheRatioToIt(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+
+	// 20 s of CPU for 310,000 Redis-tier hits (median round) vs 480,000 L1 hits: 1.55×.
+	if want := "**anqi-edge Redis-tier hit / L1 hit, server CPU per request: 1.55×** (64.5 µs vs 41.7 µs"; !strings.Contains(md, want) {
+		t.Errorf("report lacks %q:\n%s", want, md)
+	}
+	if !strings.Contains(md, "Target ≤ 1.3× (DESIGN §8): **NOT met**, missed by 19%") {
+		t.Errorf("a Redis-tier hit at 1.55× of L1's CPU is not reported as missing the target:\n%s", md)
+	}
+	if got := row("anqi-edge Redis only"); !slices.Contains(got, "64.5 µs") {
+		t.Errorf("Redis-only row %q lacks the server CPU per request", got)
 	}
 
 	// Below the target, the line says so.

@@ -26,6 +26,7 @@ type wrkResult struct {
 	Wall      time.Duration // wrk's run time
 	ClientCPU time.Duration // wrk's user + system CPU
 	ServerCPU time.Duration // the system under test's CPU during the run (0 = unknown)
+	SideCPU   time.Duration // CPU of the system's helper (redis-server for Redis-tier hits), 0 = none
 }
 
 // runWrk runs wrk with the harness's fixed shape against url.
