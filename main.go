@@ -68,15 +68,16 @@ func run(args, environ []string, stderr io.Writer) int {
 	// listeners open must drain, not kill the process.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP (caught from here on, like SIGTERM) and POST /admin/reload
+	// re-read the file, as nginx -s reload does.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	srv, err := replica.New(cfg, log)
-	if err == nil {
-		err = srv.Start()
-	}
 	if err != nil {
 		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
 		return 1
 	}
-	// SIGHUP and POST /admin/reload re-read the file (nginx -s reload).
 	reload := func() error {
 		next, err := loadConfig(fl, *path, environ)
 		if err == nil {
@@ -94,10 +95,13 @@ func run(args, environ []string, stderr io.Writer) int {
 		log.Error("config reload refused; the running config stays: "+err.Error(), "err", err)
 		return err
 	}
+	// Set before the admin listener opens, so the first POST /admin/reload
+	// already finds it.
 	srv.SetReloader(reload)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if err := srv.Start(); err != nil {
+		fmt.Fprintf(stderr, "anqi-edge: %v\n", err)
+		return 1
+	}
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
