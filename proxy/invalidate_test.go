@@ -528,6 +528,9 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 		invWarm(t, bURL, o, tokens[o])
 	}
 
+	// Epochs start at Redis's clock and only move up: remember the one
+	// the entries were filled under.
+	before := edgetest.Readyz(t, env.Admin).Redis.Epoch
 	gate.SetDown(true)
 	for o := int64(1); o <= 3; o++ {
 		env.Fake.AppendMessage(o, fake.Message{Content: "changed during the outage"})
@@ -543,21 +546,21 @@ func TestInvalidate_QueueOverflowWhileRedisIsDownBumpsTheEpoch(t *testing.T) {
 	gate.SetDown(false)
 	edgetest.Eventually(t, "A to bump the epoch and read Redis again", func() bool {
 		r := edgetest.Readyz(t, env.Admin)
-		return r.Redis.Epoch >= 1 && r.Redis.Pending == 0 && r.Redis.Subscribed
+		return r.Redis.Epoch > before && r.Redis.Pending == 0 && r.Redis.Subscribed
 	})
 	edgetest.Eventually(t, "B to move to the new epoch", func() bool {
-		return edgetest.Metric(t, bAdmin, "anqi_edge_redis_key_epoch") >= 1
+		return edgetest.Metric(t, bAdmin, "anqi_edge_redis_key_epoch") > float64(before)
 	})
 	epoch := edgetest.Metric(t, env.Admin, "anqi_edge_redis_key_epoch")
-	if epoch < 1 {
-		t.Fatalf("anqi_edge_redis_key_epoch on A = %v, want >= 1", epoch)
+	if epoch <= float64(before) {
+		t.Fatalf("anqi_edge_redis_key_epoch on A = %v, want above %d", epoch, before)
 	}
 	// The old entries are still in Redis, under the old epoch...
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { rdb.Close() })
-	old, err := rdb.Keys(context.Background(), prefix+":{o:4}:e:0:*").Result()
+	old, err := rdb.Keys(context.Background(), prefix+":{o:4}:e:"+strconv.FormatInt(before, 10)+":*").Result()
 	if err != nil || len(old) == 0 {
-		t.Fatalf("expected order 4's epoch-0 entry to survive in Redis: %v %v", old, err)
+		t.Fatalf("expected order 4's entry of epoch %d to survive in Redis: %v %v", before, old, err)
 	}
 	// ...and unreachable from every replica.
 	for _, u := range []string{env.URL, bURL} {
