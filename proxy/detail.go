@@ -142,13 +142,43 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
 	}
+	lang := ctx.Request.Header.Cookie("lang")
+	var langBuf [64]byte
+	if d.o.StoreNegative && len(lang) == 0 {
+		// A stored negative answer's msg is in the language AnqiCMS picked:
+		// the lang cookie, else Accept-Language. Without the cookie, the
+		// first Accept-Language tag joins the key, so one language's error
+		// is never served to another. Only then: positive answers do not
+		// vary by it, and splitting them would cost hits for nothing.
+		lang = acceptLanguageKey(langBuf[:0], ctx.Request.Header.Peek("Accept-Language"))
+	}
 	return cache.MakeKey(order, cache.KeyParts{
 		Site:     site,
 		SiteID:   args.Peek("site_id"),
-		Lang:     ctx.Request.Header.Cookie("lang"),
+		Lang:     lang,
 		Identity: byte(id.Kind),
 		ID:       id.ID,
 	}), id, true
+}
+
+// acceptLanguageKey is the key part for an Accept-Language header: a NUL
+// (no lang cookie value can hold one, so it never equals a cookie's part)
+// then the first language tag, lower case, without its parameters.
+func acceptLanguageKey(dst, al []byte) []byte {
+	tag, _, _ := bytes.Cut(al, []byte{','})
+	tag, _, _ = bytes.Cut(tag, []byte{';'})
+	tag = bytes.TrimSpace(tag)
+	if len(tag) > cap(dst)-1 {
+		tag = tag[:cap(dst)-1]
+	}
+	dst = append(dst, 0)
+	for _, c := range tag {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // bypass forwards without touching the cache.

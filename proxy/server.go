@@ -59,12 +59,15 @@ type Server struct {
 func New(o Options) *Server {
 	s := &Server{o: o, maxBody: int64(o.Server.MaxRequestBody)}
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handle,
-		ErrorHandler:                 s.serverError,
-		ReadTimeout:                  o.Server.ReadTimeout.Duration,
-		WriteTimeout:                 o.Server.WriteTimeout.Duration,
-		IdleTimeout:                  o.Server.IdleTimeout.Duration,
-		MaxRequestBodySize:           int(o.Server.MaxRequestBody),
+		Handler:            s.handle,
+		ErrorHandler:       s.serverError,
+		ReadTimeout:        o.Server.ReadTimeout.Duration,
+		WriteTimeout:       o.Server.WriteTimeout.Duration,
+		IdleTimeout:        o.Server.IdleTimeout.Duration,
+		MaxRequestBodySize: int(o.Server.MaxRequestBody),
+		// The read buffer bounds the request line plus headers: past it
+		// fasthttp reports ErrSmallBuffer and serverError answers 431.
+		ReadBufferSize:               int(o.Server.MaxHeaderBytes),
 		StreamRequestBody:            true,
 		ExpectHandler:                s.expectContinue,
 		Concurrency:                  o.Server.Concurrency,
@@ -222,17 +225,26 @@ func (s *Server) requestID(ctx *fasthttp.RequestCtx) {
 
 // serverError answers what fasthttp rejects before the handler runs.
 func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+	case errors.As(err, &small):
+		// Request line plus headers over server.max_header_bytes.
+		writeEnvelope(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, headersTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		writeEnvelope(ctx, fasthttp.StatusRequestTimeout, requestTimeout)
 	default:
 		writeEnvelope(ctx, fasthttp.StatusBadRequest, badRequest)
 	}
 }
 
 var (
-	bodyTooLarge = anqicms.ErrorBody("request body too large")
-	badRequest   = anqicms.ErrorBody("bad request")
+	bodyTooLarge    = anqicms.ErrorBody("request body too large")
+	badRequest      = anqicms.ErrorBody("bad request")
+	headersTooLarge = anqicms.ErrorBody("request headers too large")
+	requestTimeout  = anqicms.ErrorBody("request timeout")
 )
 
 type fasthttpLogger struct{ l *slog.Logger }
