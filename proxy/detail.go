@@ -330,7 +330,12 @@ func (d *Detail) Admit(ctx *fasthttp.RequestCtx) (watch.Subject, bool) {
 	uri.SetPath(DetailPath)
 	uri.QueryArgs().Del("etag")
 	ctx.Request.Header.SetRequestURIBytes(uri.RequestURI())
-	ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	if !ctx.IsHead() {
+		// HEAD stays HEAD: fasthttp decides from the request's method,
+		// after the handler, whether to send the answer's body, and a
+		// HEAD forwarded to AnqiCMS must get AnqiCMS's answer to HEAD.
+		ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	}
 	key, id, ok := d.admit(ctx)
 	if !ok {
 		return watch.Subject{}, false

@@ -40,6 +40,10 @@ type Options struct {
 	// per-site secrets, latency); nil = fake.Options{TokenSecret: Secret}.
 	// An empty TokenSecret is set to Secret.
 	FakeOptions *fake.Options
+	// Log receives the replicas' log; nil = discarded (stderr at debug
+	// level with ANQI_EDGE_TEST_LOG set). Tests that check what is logged
+	// pass a logger over a capturing handler.
+	Log *slog.Logger
 }
 
 // Env is a fake AnqiCMS plus one anqi-edge replica.
@@ -147,6 +151,9 @@ func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*replica.Replica
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(logWriter(), &slog.HandlerOptions{Level: level}))
+	if e.opts.Log != nil {
+		log = e.opts.Log
+	}
 	srv, err := replica.New(c, log)
 	if err != nil {
 		t.Fatalf("anqi-edge: %v", err)
