@@ -89,7 +89,8 @@ func (s *Server) Listen() error {
 	if s.o.TLS != nil {
 		ln = tls.NewListener(ln, s.o.TLS)
 	}
-	s.ln = ln
+	// Above TLS: it watches the plain request bytes.
+	s.ln = lineEndingListener{ln}
 	return nil
 }
 
