@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"syscall"
 )
@@ -16,7 +17,8 @@ import (
 // with 400 instead, because translating line endings would mean rewriting
 // the bytes fasthttp parses, and the request is rare and only ever from
 // hand-made clients. Requests whose block ends in CRLFCRLF, whatever their
-// other lines end with, are served as before.
+// other lines end with, are served as before. Plain HTTP only: behind
+// server.tls_cert the hang stays bounded by server.read_timeout.
 
 // errBareLF fails the read that brings a header block ended by a bare LF;
 // fasthttp hands it to Server.serverError, which answers 400.
@@ -97,4 +99,14 @@ func (c *headerConn) SyscallConn() (syscall.RawConn, error) {
 		return sc.SyscallConn()
 	}
 	return nil, errors.New("not a socket")
+}
+
+// ReadFrom keeps the socket's own io.ReaderFrom: bufio.Writer hands a
+// streamed answer body to it, and without it a download would be held in
+// the writer's buffer instead of flowing as AnqiCMS sends it.
+func (c *headerConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }

@@ -87,10 +87,13 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("server.listen %q: %w", s.o.Server.Listen, err)
 	}
 	if s.o.TLS != nil {
+		// Not wrapped for bare LF: fasthttp tells TLS connections by
+		// their type (ctx.IsTLS), which a wrapper would hide.
 		ln = tls.NewListener(ln, s.o.TLS)
+	} else {
+		ln = lineEndingListener{ln}
 	}
-	// Above TLS: it watches the plain request bytes.
-	s.ln = lineEndingListener{ln}
+	s.ln = ln
 	return nil
 }
 
