@@ -62,6 +62,16 @@ type Server struct {
 	// every request with 308 to the same URL on https; needs TLSCert.
 	// Default "" (off).
 	RedirectHTTP string `toml:"redirect_http"`
+
+	// --- Request header limit (issue 10, item 15) ---
+
+	// MaxHeaderBytes bounds the request line plus all request headers,
+	// bytes; a request over it is answered 431 with the envelope. It is
+	// the size of each connection's read buffer (fasthttp's
+	// ReadBufferSize), so it costs that much memory per open connection.
+	// Default 32KiB, nginx's total for large_client_header_buffers (4×8k):
+	// a long Cookie header is ordinary and AnqiCMS accepts it.
+	MaxHeaderBytes Size `toml:"max_header_bytes"`
 }
 
 // Upstream is AnqiCMS, the origin behind anqi-edge.
@@ -302,6 +312,7 @@ func Default() *Config {
 			WriteTimeout:   Duration{60 * time.Second},
 			IdleTimeout:    Duration{90 * time.Second},
 			Concurrency:    262144,
+			MaxHeaderBytes: 32 * KiB,
 		},
 		Upstream: Upstream{
 			URL:         "http://127.0.0.1:8001",

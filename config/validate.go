@@ -26,6 +26,7 @@ func (c *Config) Validate() error {
 	v.positive("server.write_timeout", c.Server.WriteTimeout)
 	v.positive("server.idle_timeout", c.Server.IdleTimeout)
 	v.atLeast("server.concurrency", c.Server.Concurrency, 1)
+	v.headerLimit("server.max_header_bytes", c.Server.MaxHeaderBytes)
 
 	v.upstreamURL("upstream.url", c.Upstream.URL)
 	v.positive("upstream.timeout", c.Upstream.Timeout)
@@ -201,6 +202,15 @@ func (v *validator) hostPort(key, addr string) {
 	}
 	if err != nil {
 		v.fail(key, "must be host:port with a numeric port (%v), got %q", err, addr)
+	}
+}
+
+// headerLimit keeps server.max_header_bytes where a request line and
+// ordinary headers fit (1KiB) and below what would make every open
+// connection's read buffer a memory problem (1MiB).
+func (v *validator) headerLimit(key string, s Size) {
+	if s < KiB || s > MiB {
+		v.fail(key, "must be between 1KiB and 1MiB, got %q", s)
 	}
 }
 

@@ -140,21 +140,52 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 		token = ctx.Request.Header.Cookie("token")
 	}
 	now := time.Now()
+	o := d.o.Load()
 	id := d.ids.Identify(site, token, now)
 	// Anonymous requests are never cached: AnqiCMS, not anqi-edge, decides
 	// who is logged in. Tokens about to expire go through so AnqiCMS can
 	// send Update-Token.
-	if id.Kind == anqicms.Anonymous || (id.Expiry != 0 && time.Unix(id.Expiry, 0).Sub(now) < d.o.Load().RenewWindow) {
+	if id.Kind == anqicms.Anonymous || (id.Expiry != 0 && time.Unix(id.Expiry, 0).Sub(now) < o.RenewWindow) {
 		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
+	}
+	lang := ctx.Request.Header.Cookie("lang")
+	var langBuf [64]byte
+	if o.StoreNegative && len(lang) == 0 {
+		// A stored negative answer's msg is in the language AnqiCMS picked:
+		// the lang cookie, else Accept-Language. Without the cookie, the
+		// first Accept-Language tag joins the key, so one language's error
+		// is never served to another. Only then: positive answers do not
+		// vary by it, and splitting them would cost hits for nothing.
+		lang = acceptLanguageKey(langBuf[:0], ctx.Request.Header.Peek("Accept-Language"))
 	}
 	return cache.MakeKey(order, cache.KeyParts{
 		Site:     site,
 		SiteID:   args.Peek("site_id"),
-		Lang:     ctx.Request.Header.Cookie("lang"),
+		Lang:     lang,
 		Identity: byte(id.Kind),
 		ID:       id.ID,
 	}), id, true
+}
+
+// acceptLanguageKey is the key part for an Accept-Language header: a NUL
+// (no lang cookie value can hold one, so it never equals a cookie's part)
+// then the first language tag, lower case, without its parameters.
+func acceptLanguageKey(dst, al []byte) []byte {
+	tag, _, _ := bytes.Cut(al, []byte{','})
+	tag, _, _ = bytes.Cut(tag, []byte{';'})
+	tag = bytes.TrimSpace(tag)
+	if len(tag) > cap(dst)-1 {
+		tag = tag[:cap(dst)-1]
+	}
+	dst = append(dst, 0)
+	for _, c := range tag {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // bypass forwards without touching the cache.
@@ -306,7 +337,12 @@ func (d *Detail) Admit(ctx *fasthttp.RequestCtx) (watch.Subject, bool) {
 	uri.SetPath(DetailPath)
 	uri.QueryArgs().Del("etag")
 	ctx.Request.Header.SetRequestURIBytes(uri.RequestURI())
-	ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	if !ctx.IsHead() {
+		// HEAD stays HEAD: fasthttp decides from the request's method,
+		// after the handler, whether to send the answer's body, and a
+		// HEAD forwarded to AnqiCMS must get AnqiCMS's answer to HEAD.
+		ctx.Request.Header.SetMethod(fasthttp.MethodGet)
+	}
 	key, id, ok := d.admit(ctx)
 	if !ok {
 		return watch.Subject{}, false

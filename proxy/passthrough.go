@@ -40,6 +40,7 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	p.up.prepare(ctx, req)
+	var client *clientBody
 	// Only requests that carry a body stream it: a bodiless GET forwarded as
 	// a stream could not be retried on a keep-alive connection that
 	// AnqiCMS closed a moment earlier.
@@ -50,7 +51,8 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 		if p.maxBody > 0 {
 			stream = &limitedBody{r: stream, left: p.maxBody}
 		}
-		req.SetBodyStream(stream, ctx.Request.Header.ContentLength())
+		client = &clientBody{r: stream}
+		req.SetBodyStream(client, ctx.Request.Header.ContentLength())
 	} else {
 		req.SetBodyRaw(ctx.Request.Body())
 	}
@@ -64,6 +66,13 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 			// The client's fault, not AnqiCMS's.
 			writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 			return err
+		}
+		if client != nil && client.err != nil {
+			// The client's body broke off or was malformed (a bad chunk):
+			// the client's error, answered and counted as such, not as
+			// AnqiCMS being unavailable.
+			writeEnvelope(ctx, fasthttp.StatusBadRequest, badRequest)
+			return client.err
 		}
 		observe(p.m, metrics.RoutePassThrough, start, err)
 		if p.logged.allow(time.Second) {
@@ -113,6 +122,21 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	l.left -= int64(n)
 	if l.left < 0 {
 		return 0, errBodyTooLarge
+	}
+	return n, err
+}
+
+// clientBody remembers why reading the client's streamed body failed, so
+// that a failed upstream call can be told apart from a bad request body.
+type clientBody struct {
+	r   io.Reader
+	err error // the first read error other than io.EOF
+}
+
+func (c *clientBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
 	}
 	return n, err
 }

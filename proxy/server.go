@@ -59,12 +59,15 @@ type Server struct {
 func New(o Options) *Server {
 	s := &Server{o: o, maxBody: int64(o.Server.MaxRequestBody)}
 	s.srv = &fasthttp.Server{
-		Handler:                      s.handle,
-		ErrorHandler:                 s.serverError,
-		ReadTimeout:                  o.Server.ReadTimeout.Duration,
-		WriteTimeout:                 o.Server.WriteTimeout.Duration,
-		IdleTimeout:                  o.Server.IdleTimeout.Duration,
-		MaxRequestBodySize:           int(o.Server.MaxRequestBody),
+		Handler:            s.handle,
+		ErrorHandler:       s.serverError,
+		ReadTimeout:        o.Server.ReadTimeout.Duration,
+		WriteTimeout:       o.Server.WriteTimeout.Duration,
+		IdleTimeout:        o.Server.IdleTimeout.Duration,
+		MaxRequestBodySize: int(o.Server.MaxRequestBody),
+		// The read buffer bounds the request line plus headers: past it
+		// fasthttp reports ErrSmallBuffer and serverError answers 431.
+		ReadBufferSize:               int(o.Server.MaxHeaderBytes),
 		StreamRequestBody:            true,
 		ExpectHandler:                s.expectContinue,
 		Concurrency:                  o.Server.Concurrency,
@@ -84,7 +87,11 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("server.listen %q: %w", s.o.Server.Listen, err)
 	}
 	if s.o.TLS != nil {
+		// Not wrapped for bare LF: fasthttp tells TLS connections by
+		// their type (ctx.IsTLS), which a wrapper would hide.
 		ln = tls.NewListener(ln, s.o.TLS)
+	} else {
+		ln = lineEndingListener{ln}
 	}
 	s.ln = ln
 	return nil
@@ -222,10 +229,14 @@ func (s *Server) requestID(ctx *fasthttp.RequestCtx) {
 
 // serverError answers what fasthttp rejects before the handler runs.
 func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
+	case errors.As(err, &small):
+		// Request line plus headers over server.max_header_bytes.
+		writeEnvelope(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, headersTooLarge)
 	case errors.As(err, &ne) && ne.Timeout():
 		// server.read_timeout passed before a whole request arrived, on a
 		// connection that may never have sent a byte (a browser's spare,
@@ -239,9 +250,10 @@ func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 var (
-	bodyTooLarge   = anqicms.ErrorBody("request body too large")
-	badRequest     = anqicms.ErrorBody("bad request")
-	requestTimeout = anqicms.ErrorBody("request timeout")
+	bodyTooLarge    = anqicms.ErrorBody("request body too large")
+	badRequest      = anqicms.ErrorBody("bad request")
+	headersTooLarge = anqicms.ErrorBody("request headers too large")
+	requestTimeout  = anqicms.ErrorBody("request timeout")
 )
 
 type fasthttpLogger struct{ l *slog.Logger }

@@ -245,6 +245,13 @@ func (w *Watch) Events(ctx *fasthttp.RequestCtx) {
 		w.d.Write(ctx, res)
 		return
 	}
+	if ctx.IsHead() {
+		// Headers only: a HEAD has no stream to wait on, so it takes no
+		// watcher slot (a slot held by a stream nobody reads is freed only
+		// when a write fails, seconds later under load).
+		sseHeaders(ctx)
+		return
+	}
 	slot, why := w.subscribe(ctx, subj)
 	if slot == nil {
 		if why == "shutdown" {

@@ -85,7 +85,7 @@ var routes = map[string]route{
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	p := r.URL.Path
+	p := routePath(r)
 	switch {
 	case strings.HasPrefix(p, "/api/"):
 		s.serveAPI(w, r)
@@ -107,6 +107,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	if langRedirect(w, r) {
+		return
+	}
 	q := &apiRequest{w: w, r: r, query: r.URL.Query(), en: english(r)}
 	q.site = s.siteOf(r, q.query)
 	q.user = s.authenticate(w, r, q.site)
@@ -114,7 +117,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	rt, ok := routes[r.URL.Path]
+	rt, ok := routes[routePath(r)]
 	if !ok || rt.method != r.Method {
 		// Iris, AnqiCMS's router, answers a wrong method like an unknown path.
 		http.NotFound(w, r)

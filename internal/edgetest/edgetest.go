@@ -44,6 +44,10 @@ type Options struct {
 	// FakeDB, when set, keeps the fake's orders and messages in that
 	// database (fake.NewWithDB) instead of in memory.
 	FakeDB *sql.DB
+	// Log receives the replicas' log; nil = discarded (stderr at debug
+	// level with ANQI_EDGE_TEST_LOG set). Tests that check what is logged
+	// pass a logger over a capturing handler.
+	Log *slog.Logger
 }
 
 // Env is a fake AnqiCMS plus one anqi-edge replica.
@@ -159,6 +163,9 @@ func (e *Env) replica(t testing.TB, edit func(*config.Config)) (*replica.Replica
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(logWriter(), &slog.HandlerOptions{Level: level}))
+	if e.opts.Log != nil {
+		log = e.opts.Log
+	}
 	srv, err := replica.New(c, log)
 	if err != nil {
 		t.Fatalf("anqi-edge: %v", err)
