@@ -20,6 +20,7 @@ import (
 
 	"anqi-edge/anqicms"
 	"anqi-edge/config"
+	"anqi-edge/internal/crlf"
 	"anqi-edge/metrics"
 	"anqi-edge/watch"
 )
@@ -91,7 +92,7 @@ func (s *Server) Listen() error {
 		// their type (ctx.IsTLS), which a wrapper would hide.
 		ln = tls.NewListener(ln, s.o.TLS)
 	} else {
-		ln = lineEndingListener{ln}
+		ln = crlf.Listener(ln)
 	}
 	s.ln = ln
 	return nil

@@ -1,4 +1,6 @@
-package proxy
+// Package crlf refuses HTTP/1 header blocks that end with a bare LF, on the
+// connection, before the server parses them.
+package crlf
 
 import (
 	"errors"
@@ -7,8 +9,6 @@ import (
 	"syscall"
 )
 
-// Bare-LF header blocks (issue 10, item 15).
-//
 // fasthttp reads a request's lines whether they end in CRLF or a bare LF,
 // but it waits for CRLFCRLF to end the header block: a request whose
 // block ends with a bare LF ("\n\n", "\r\n\n", "\n\r\n") is never
@@ -20,14 +20,18 @@ import (
 // other lines end with, are served as before. Plain HTTP only: behind
 // server.tls_cert the hang stays bounded by server.read_timeout.
 
-// errBareLF fails the read that brings a header block ended by a bare LF;
-// fasthttp hands it to Server.serverError, which answers 400.
-var errBareLF = errors.New("request header block ends with a bare LF (CRLF line endings required)")
+// ErrBareLF fails the read that brings a header block ended by a bare LF;
+// fasthttp hands it to the server's ErrorHandler, which answers 400.
+var ErrBareLF = errors.New("request header block ends with a bare LF (CRLF line endings required)")
 
-// lineEndingListener wraps each accepted connection in a headerConn.
-type lineEndingListener struct{ net.Listener }
+// Listener wraps each connection ln accepts so that a first header block
+// ending in a bare LF fails with ErrBareLF. Plain TCP only: fasthttp tells
+// TLS connections by their type, which a wrapper would hide.
+func Listener(ln net.Listener) net.Listener { return listener{ln} }
 
-func (l lineEndingListener) Accept() (net.Conn, error) {
+type listener struct{ net.Listener }
+
+func (l listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
@@ -77,7 +81,7 @@ func (c *headerConn) Read(p []byte) (int, error) {
 			// The blank line that ends the block.
 			c.armed = false
 			if !crlf || !c.prevCRLF {
-				return i + 1, errBareLF
+				return i + 1, ErrBareLF
 			}
 			return n, err
 		default:
