@@ -17,6 +17,8 @@ help:
 	@echo "bench  - load benchmark against nginx proxy_cache (run 'make bench-deps' once)"
 	@echo "soak   - two replicas, Redis and the fake AnqiCMS under load and faults for SOAK_DURATION (default 15m)"
 
+	@echo "bench-cdc - commit-to-visible delay of admin replies: anqi-edge with CDC, without, nginx (~4 min)"
+
 build:
 	$(GO) build -o anqi-edge .
 
@@ -37,7 +39,7 @@ demo: build fake
 # nginx-light is enough: proxy_cache is part of nginx's core http proxy.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: bench bench-deps bench-manyusers
+.PHONY: bench bench-deps bench-manyusers bench-cdc
 bench-deps:
 	$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light wrk redis-server
 
@@ -60,3 +62,12 @@ soak:
 # replicas sharing Redis, then nginx (~4 min); prints a table for bench/README.md.
 bench-manyusers:
 	cd bench && $(GO) run ./cmd/edgebench -manyusers
+
+# bench-cdc measures commit-to-visible (issue 11): admin replies written to a
+# private MariaDB while customers watch or poll, for anqi-edge with CDC,
+# without it (ttl-bound) and nginx proxy_cache; writes bench/README.md's
+# "Commit to visible (CDC)" table. Needs mariadb-server as well as bench-deps.
+# Shorter: BENCH_CDC_FLAGS="-duration 10s" make bench-cdc; every flag: go run ./cmd/cdcbench -h (in bench/).
+BENCH_CDC_FLAGS ?=
+bench-cdc:
+	cd bench && BENCH_INVOKED="make bench-cdc $(BENCH_CDC_FLAGS)" $(GO) run ./cmd/cdcbench -readme README.md $(BENCH_CDC_FLAGS)

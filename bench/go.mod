@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	anqi-edge v0.0.0
+	github.com/go-sql-driver/mysql v1.10.1
 	github.com/prometheus/common v0.72.0
 	github.com/valyala/fasthttp v1.78.0
 )
