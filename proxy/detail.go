@@ -15,6 +15,7 @@ import (
 
 	"anqi-edge/anqicms"
 	"anqi-edge/cache"
+	"anqi-edge/internal/negotiate"
 	"anqi-edge/metrics"
 	"anqi-edge/watch"
 )
@@ -228,12 +229,12 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outc
 	// The answer is one user's order: shared caches in front of anqi-edge
 	// must not keep it.
 	h.SetCanonical(hCacheControl, vPrivate)
-	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && etagMatches(inm, e.ETag) {
+	if inm := ctx.Request.Header.Peek("If-None-Match"); len(inm) > 0 && negotiate.ETagMatches(inm, e.ETag) {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		ctx.Response.SkipBody = true
 		return
 	}
-	if e.Gzip != nil && acceptsGzip(ctx.Request.Header.Peek("Accept-Encoding")) {
+	if e.Gzip != nil && negotiate.AcceptsGzip(ctx.Request.Header.Peek("Accept-Encoding")) {
 		h.SetCanonical(hContentEncoding, vGzip)
 		ctx.Response.SetBodyRaw(e.Gzip)
 		return
@@ -289,41 +290,6 @@ func (d *Detail) fail(ctx *fasthttp.RequestCtx, err error) {
 }
 
 var internalError = anqicms.ErrorBody("internal error")
-
-// etagMatches implements If-None-Match's weak comparison over a list.
-func etagMatches(header, etag []byte) bool {
-	for len(header) > 0 {
-		var tag []byte
-		tag, header, _ = bytes.Cut(header, []byte{','})
-		tag = bytes.TrimSpace(tag)
-		tag = bytes.TrimPrefix(tag, []byte("W/"))
-		if bytes.Equal(tag, etag) || (len(tag) == 1 && tag[0] == '*') {
-			return true
-		}
-	}
-	return false
-}
-
-// acceptsGzip reports whether Accept-Encoding allows gzip (and does not
-// refuse it with q=0).
-func acceptsGzip(ae []byte) bool {
-	for len(ae) > 0 {
-		var part []byte
-		part, ae, _ = bytes.Cut(ae, []byte{','})
-		name, params, _ := bytes.Cut(bytes.TrimSpace(part), []byte(";"))
-		if !bytes.EqualFold(bytes.TrimSpace(name), vGzip) && !bytes.Equal(bytes.TrimSpace(name), []byte("*")) {
-			continue
-		}
-		params = bytes.TrimSpace(params)
-		if q, ok := bytes.CutPrefix(params, []byte("q=")); ok {
-			if f, err := strconv.ParseFloat(string(q), 64); err == nil && f == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	return false
-}
 
 // Watching: the view of the detail path that package watch depends on.
 
