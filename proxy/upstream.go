@@ -3,18 +3,16 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"anqi-edge/anqicms"
 	"anqi-edge/config"
-	"anqi-edge/internal/peer"
+	"anqi-edge/internal/upconn"
 )
 
 // Upstream is the connection pool to AnqiCMS. It has three clients over the
@@ -76,83 +74,15 @@ func NewUpstream(cfg config.Upstream) (*Upstream, error) {
 				if err != nil {
 					return nil, err
 				}
-				return &pooledConn{Conn: c}, nil
+				return upconn.Checked(c), nil
 			},
 		}
-		hc.RetryIfErr = retryOnDeadConn(hc)
+		hc.RetryIfErr = upconn.RetryOnDeadConn(hc)
 		return hc
 	}
 	up.buffered, up.detail, up.streaming = mk(false), mk(false), mk(true)
 	up.detail.MaxResponseBodySize = int(cfg.MaxBody)
 	return up, nil
-}
-
-// errPeerClosed: the pooled connection's peer had already closed it when a
-// request was about to be written, so no byte of the request reached
-// AnqiCMS.
-var errPeerClosed = errors.New("AnqiCMS had closed this pooled connection before the request was sent")
-
-// pooledConn checks, before the first write of each request, that AnqiCMS
-// has not closed the connection while it sat idle in the pool (AnqiCMS was
-// restarted, or dropped it after its own idle timeout). fasthttp hands out
-// idle connections without looking; writing into one whose peer is gone
-// succeeds locally and only the read fails, and by then nobody can tell
-// whether AnqiCMS saw the request. Looking first makes that case provable,
-// so even a write can be retried on a fresh connection.
-type pooledConn struct {
-	net.Conn
-	// writing is true between a request's first write and the next read.
-	// Only fasthttp's one goroutine per request uses the connection.
-	writing bool
-}
-
-func (c *pooledConn) Write(p []byte) (int, error) {
-	if !c.writing {
-		c.writing = true
-		if peer.Closed(c.Conn) {
-			return 0, errPeerClosed
-		}
-	}
-	return c.Conn.Write(p)
-}
-
-func (c *pooledConn) Read(p []byte) (int, error) {
-	c.writing = false
-	return c.Conn.Read(p)
-}
-
-// retryOnDeadConn decides fasthttp's retries (RetryIfErr's results are
-// (resetTimeout, retry)). A request is resent on a fresh connection when it
-// provably never reached AnqiCMS (errPeerClosed: any method), or, for a
-// read (GET, HEAD, OPTIONS), when the connection died before the first
-// answer byte. Either way the rest of the idle pool is dropped: after
-// AnqiCMS restarts, every connection in it is dead, and each would
-// otherwise cost one client one failed request. Streamed bodies are never
-// resent (fasthttp does not retry them: they are consumed).
-func retryOnDeadConn(hc *fasthttp.HostClient) fasthttp.RetryIfErrFunc {
-	return func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-		if attempts > 3 {
-			return false, false
-		}
-		if errors.Is(err, errPeerClosed) {
-			hc.CloseIdleConnections()
-			return false, true
-		}
-		idempotent := req.Header.IsGet() || req.Header.IsHead() || req.Header.IsOptions()
-		if idempotent && deadConn(err) {
-			hc.CloseIdleConnections()
-			return false, true
-		}
-		return false, false
-	}
-}
-
-// deadConn reports whether err is a connection that broke before answering
-// (closed or reset), not a timeout or a protocol error.
-func deadConn(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, fasthttp.ErrConnectionClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // SetTimeouts sets upstream.timeout and upstream.dial_timeout for the
@@ -210,29 +140,18 @@ func appendRemoteIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
 
 // doBuffered sends req and reads the whole answer into resp.
 func (u *Upstream) doBuffered(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return explain(u.buffered.DoDeadline(req, resp, u.deadline()))
+	return upconn.Explain(u.buffered.DoDeadline(req, resp, u.deadline()))
 }
 
 // doDetail is doBuffered for detail reads, failing with
 // fasthttp.ErrBodyTooLarge past upstream.max_body.
 func (u *Upstream) doDetail(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return explain(u.detail.DoDeadline(req, resp, u.deadline()))
+	return upconn.Explain(u.detail.DoDeadline(req, resp, u.deadline()))
 }
 
 // doStream sends req and leaves the answer's body to be streamed.
 func (u *Upstream) doStream(req *fasthttp.Request, resp *fasthttp.Response) error {
-	return explain(u.streaming.DoDeadline(req, resp, u.deadline()))
-}
-
-var errClosedEarly = errors.New("AnqiCMS closed the connection before answering")
-
-// explain replaces fasthttp's advice to its own users ("make sure the
-// server returns 'connection: close'") with what happened, for the logs.
-func explain(err error) error {
-	if errors.Is(err, fasthttp.ErrConnectionClosed) {
-		return errClosedEarly
-	}
-	return err
+	return upconn.Explain(u.streaming.DoDeadline(req, resp, u.deadline()))
 }
 
 // failure classifies an upstream error the way DESIGN §6 answers it.
