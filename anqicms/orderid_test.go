@@ -45,6 +45,7 @@ func TestParseOrderID_BadIDsAreNamed(t *testing.T) {
 		"id=-":                    ErrIDNotInt,
 		"id=1_000":                ErrIDNotInt,
 		"id=%201":                 ErrIDNotInt,
+		"id=+1":                   ErrIDNotInt, // a query's + is a space, to AnqiCMS too
 		"id=0x10":                 ErrIDNotInt,
 		"id=9223372036854775808":  ErrIDRange,
 		"id=0":                    ErrIDNotPos,
