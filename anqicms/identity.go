@@ -11,7 +11,6 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/maypok86/otter/v2"
-	"github.com/valyala/fasthttp"
 )
 
 // IdentityKind says how a request's identity was established.
@@ -279,21 +278,4 @@ func readClaims(claims jwt.MapClaims) *verdict {
 		vd.notBefore = nbf.Unix()
 	}
 	return vd
-}
-
-// RequestToken returns the user token of a request as AnqiCMS finds it:
-// header "token", or when that is absent or empty, cookie "token". The
-// slice is fasthttp's: valid until the request is released.
-//
-// Call it before the request is copied for forwarding. Reading a cookie
-// makes fasthttp parse the Cookie header, and from then on it forwards the
-// cookies re-serialised from what it parsed ("token=v"), so AnqiCMS reads
-// the token anqi-edge read. Forwarded raw, a header such as
-// "Cookie: token= v" gives fasthttp "v" but net/http " v", which AnqiCMS
-// rejects (FuzzRequestToken found this).
-func RequestToken(h *fasthttp.RequestHeader) []byte {
-	if tok := h.Peek("token"); len(tok) > 0 {
-		return tok
-	}
-	return h.Cookie("token")
 }
