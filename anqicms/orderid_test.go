@@ -39,19 +39,23 @@ func TestParseOrderID_BadIDsAreNamed(t *testing.T) {
 		"id=1&id=1": ErrIDRepeated,
 		"id=1&id=2": ErrIDRepeated,
 		"id=" + string(bytes.Repeat([]byte("1"), 65)): ErrIDTooLong,
-		"id=abc":                  ErrIDNotInt,
-		"id=1.0":                  ErrIDNotInt,
-		"id=+":                    ErrIDNotInt,
-		"id=-":                    ErrIDNotInt,
-		"id=1_000":                ErrIDNotInt,
-		"id=%201":                 ErrIDNotInt,
-		"id=+1":                   ErrIDNotInt, // a query's + is a space, to AnqiCMS too
-		"id=0x10":                 ErrIDNotInt,
-		"id=9223372036854775808":  ErrIDRange,
-		"id=0":                    ErrIDNotPos,
-		"id=-0":                   ErrIDNotPos,
-		"id=-5":                   ErrIDNotPos,
-		"id=-9223372036854775809": ErrIDNotPos,
+		"id=abc":                   ErrIDNotInt,
+		"id=1.0":                   ErrIDNotInt,
+		"id=+":                     ErrIDNotInt,
+		"id=-":                     ErrIDNotInt,
+		"id=1_000":                 ErrIDNotInt,
+		"id=%201":                  ErrIDNotInt,
+		"id=+1":                    ErrIDNotInt, // a query's + is a space, to AnqiCMS too
+		"id=0x10":                  ErrIDNotInt,
+		"id=9223372036854775808":   ErrIDRange,
+		"id=0":                     ErrIDNotPos,
+		"id=9223372036854775808A":  ErrIDNotInt, // as strconv: past int64 but within uint64, then a letter
+		"id=99999999999999999999A": ErrIDRange,  // as strconv: uint64 overflowed before the letter
+		"id=18446744073709551616":  ErrIDRange,
+		"id=-9223372036854775808":  ErrIDNotPos,
+		"id=-0":                    ErrIDNotPos,
+		"id=-5":                    ErrIDNotPos,
+		"id=-9223372036854775809":  ErrIDNotPos,
 	} {
 		got, bad := parseQuery(q)
 		if !bytes.Equal(bad, want) {
