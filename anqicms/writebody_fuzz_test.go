@@ -68,35 +68,50 @@ func FuzzWriteOrderIDs(f *testing.F) {
 		`{"comm_order_id":"01"}`, `{"ｃomm_order_id":5}`, `{"comm_order_\u0069d":5}`, `null`, `[]`,
 		`{"comm_order_id":5} `, `{"comm_order_id":5}x`,
 	} {
-		f.Add(uint8(0), []byte(s))
+		f.Add(uint8(0), "application/x-www-form-urlencoded", []byte(s))
+		f.Add(uint8(0), "", []byte(s))
 	}
 	for _, s := range []string{"comm_order_id=5", "comm_order_id=5&comm_order_id=6", "comm_order_id=%35",
 		"comm_order_id=5;x", "comm%5Forder_id=7", "comm_order_id=+5", "comm_order_id=", "a=b&comm_order_id=0"} {
-		f.Add(uint8(1), []byte(s))
+		f.Add(uint8(1), "", []byte(s))
+		f.Add(uint8(1), "APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8", []byte(s))
 	}
+	f.Add(uint8(1), "application/x-www-form-urlencodedx", []byte("comm_order_id=5"))
 	for _, s := range []string{
 		"--b0undary\r\nContent-Disposition: form-data; name=\"comm_order_id\"\r\n\r\n5\r\n--b0undary--\r\n",
 		"--b0undary\r\nContent-Disposition: form-data; name=\"comm_order_id\"\r\n\r\n5\r\n--b0undary\r\nContent-Disposition: form-data; name=\"comm_order_id\"\r\n\r\n6\r\n--b0undary--\r\n",
 		"--b0undary\r\nContent-Disposition: form-data; name=\"comm_order_id\"; filename=\"a\"\r\n\r\n5\r\n--b0undary--\r\n",
 		"--b0undary\r\nContent-Disposition: form-data; name=\"comm_order_id\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=35\r\n--b0undary--\r\n",
 	} {
-		f.Add(uint8(2), []byte(s))
+		f.Add(uint8(2), "", []byte(s))
+		f.Add(uint8(2), "Multipart/Form-Data; boundary="+fuzzBoundary, []byte(s))
 	}
-	f.Fuzz(func(t *testing.T, mode uint8, body []byte) {
+	f.Fuzz(func(t *testing.T, mode uint8, ct string, body []byte) {
 		var (
 			src  IDSource
-			ct   string
 			want []int64 // ids the server binds; each must be named
 		)
 		switch mode % 3 {
 		case 0:
-			src, ct = IDSource{Kind: "json", Field: "comm_order_id"}, "application/x-www-form-urlencoded"
+			src = IDSource{Kind: "json", Field: "comm_order_id"}
 			want = boundIDs(body)
+			// AnqiCMS ignores Content-Type, and so must the JSON reader.
+			a, aerr := WriteOrderIDs(src, []byte(ct), nil, body)
+			b, berr := WriteOrderIDs(src, []byte("application/json"), nil, body)
+			if !slices.Equal(a, b) || (aerr == nil) != (berr == nil) {
+				t.Fatalf("Content-Type %q changes the JSON reading: %v %v, %v %v", ct, a, aerr, b, berr)
+			}
 		case 1:
-			src, ct = IDSource{Kind: "form", Field: "comm_order_id"}, "application/x-www-form-urlencoded"
+			src = IDSource{Kind: "form", Field: "comm_order_id"}
+			if ct == "" {
+				ct = "application/x-www-form-urlencoded"
+			}
 			want = formBoundIDs(t, ct, body)
 		case 2:
-			src, ct = IDSource{Kind: "form", Field: "comm_order_id"}, "multipart/form-data; boundary="+fuzzBoundary
+			src = IDSource{Kind: "form", Field: "comm_order_id"}
+			if ct == "" {
+				ct = "multipart/form-data; boundary=" + fuzzBoundary
+			}
 			want = formBoundIDs(t, ct, body)
 		}
 		got, err := WriteOrderIDs(src, []byte(ct), nil, body)
