@@ -9,6 +9,7 @@ help:
 	@echo "test   - go test -race ./... (needs redis-server; see .ci/run)"
 	@echo "demo   - fake AnqiCMS on :8001 + anqi-edge on :8080, with example curl lines"
 	@echo "bench  - load benchmark against nginx proxy_cache (run 'make bench-deps' once)"
+	@echo "fuzz   - each fuzz target in turn for FUZZTIME (default 10m), one worker each"
 
 build:
 	$(GO) build -o anqi-edge .
@@ -35,3 +36,16 @@ bench-deps:
 # Shorter runs: BENCH_DURATION=3s BENCH_ROUNDS=1 make bench; BENCH_WRITE=0 leaves the README alone.
 bench:
 	BENCH_INVOKED="make bench" $(GO) run ./bench/cmd/edgebench
+
+# fuzz runs every fuzz target in turn; the seeds (f.Add and testdata/fuzz)
+# also run in `make test`. A failure writes its input under testdata/fuzz/.
+FUZZTIME ?= 10m
+FUZZ_TARGETS := anqicms:FuzzParseOrderID anqicms:FuzzWriteOrderIDs anqicms:FuzzIdentify \
+	anqicms:FuzzRequestToken config:FuzzParse cache:FuzzEntryCodec cache:FuzzUnmarshalEntry
+
+.PHONY: fuzz
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== ./$$pkg $$name $(FUZZTIME)"; \
+		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1; \
+	done
