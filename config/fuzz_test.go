@@ -73,3 +73,12 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParse_EnvValuesMustBeUTF8(t *testing.T) {
+	for _, env := range []string{"ANQI_EDGE_REDIS_ADDRS=\xe8:1", "ANQI_EDGE_AUTH_TOKEN_SECRET=s\xff"} {
+		_, err := Parse(nil, []string{env})
+		if err == nil || !strings.Contains(err.Error(), "not valid UTF-8") || strings.Contains(err.Error(), "\xff") {
+			t.Errorf("%q: %v, want a UTF-8 error naming the key without the value", env, err)
+		}
+	}
+}
