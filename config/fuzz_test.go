@@ -82,3 +82,10 @@ func TestParse_EnvValuesMustBeUTF8(t *testing.T) {
 		}
 	}
 }
+
+func TestParse_AnUnknownVariableIsNamedOnOneLine(t *testing.T) {
+	_, err := Parse(nil, []string{"ANQI_EDGE_\r\nX=1"})
+	if err == nil || strings.ContainsAny(err.Error(), "\r\n") || !strings.Contains(err.Error(), `"ANQI_EDGE_\r\nX"`) {
+		t.Fatalf("%q, want the name quoted on one line", err)
+	}
+}

@@ -207,7 +207,13 @@ func applyEnv(c *Config, environ []string) error {
 		}
 		k, ok := keys[name]
 		if !ok {
-			return fmt.Errorf("config: unknown environment variable %s (no such key; keys map as section.key -> %sSECTION_KEY)", name, EnvPrefix)
+			// The name is the environment's, not ours: quote it if it holds
+			// anything that could break the one-line message.
+			shown := name
+			if strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+				shown = strconv.Quote(name)
+			}
+			return fmt.Errorf("config: unknown environment variable %s (no such key; keys map as section.key -> %sSECTION_KEY)", shown, EnvPrefix)
 		}
 		if !utf8.ValidString(value) {
 			// A config file cannot hold such a value (TOML is UTF-8), and
