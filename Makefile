@@ -16,8 +16,8 @@ help:
 	@echo "image  - docker build the container image $(IMAGE)"
 	@echo "bench  - load benchmark against nginx proxy_cache (run 'make bench-deps' once)"
 	@echo "soak   - two replicas, Redis and the fake AnqiCMS under load and faults for SOAK_DURATION (default 15m)"
-
 	@echo "bench-cdc - commit-to-visible delay of admin replies: anqi-edge with CDC, without, nginx (~4 min)"
+	@echo "fuzz   - each fuzz target in turn for FUZZTIME (default 10m), one worker each"
 
 build:
 	$(GO) build -o anqi-edge .
@@ -71,3 +71,16 @@ bench-manyusers:
 BENCH_CDC_FLAGS ?=
 bench-cdc:
 	cd bench && BENCH_INVOKED="make bench-cdc $(BENCH_CDC_FLAGS)" $(GO) run ./cmd/cdcbench -readme README.md $(BENCH_CDC_FLAGS)
+
+# fuzz runs every fuzz target in turn; the seeds (f.Add and testdata/fuzz)
+# also run in `make test`. A failure writes its input under testdata/fuzz/.
+FUZZTIME ?= 10m
+FUZZ_TARGETS := anqicms:FuzzParseOrderID anqicms:FuzzWriteOrderIDs anqicms:FuzzIdentify \
+	anqicms:FuzzRequestToken config:FuzzParse cache:FuzzEntryCodec cache:FuzzUnmarshalEntry
+
+.PHONY: fuzz
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== ./$$pkg $$name $(FUZZTIME)"; \
+		$(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1; \
+	done

@@ -48,8 +48,11 @@ func ErrorBody(msg string) []byte {
 }
 
 // SiteHost returns the host AnqiCMS picks the site by: X-Host if present,
-// else Host, lower-cased with the port stripped. It appends to dst so the
-// hot path can use a stack buffer.
+// else Host, with the port stripped and the case kept. AnqiCMS compares a
+// request's host with each site's URL case-sensitively
+// ("SITE2.EXAMPLE.TEST" falls back to site 1), so two spellings are two
+// sites to it and must be two keys here. It appends to dst so the hot path
+// can use a stack buffer.
 func SiteHost(dst, xHost, host []byte) []byte {
 	h := xHost
 	if len(h) == 0 {
@@ -59,11 +62,5 @@ func SiteHost(dst, xHost, host []byte) []byte {
 	if i := bytes.LastIndexByte(h, ':'); i >= 0 && bytes.IndexByte(h[i:], ']') < 0 {
 		h = h[:i]
 	}
-	for _, c := range h {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst
+	return append(dst, h...)
 }

@@ -51,12 +51,13 @@ func TestErrorBody(t *testing.T) {
 	}
 }
 
-func TestSiteHost(t *testing.T) {
+// AnqiCMS matches a site's host case-sensitively, so the key keeps the case.
+func TestSiteHost_KeepsCaseAndStripsThePort(t *testing.T) {
 	cases := []struct{ xhost, host, want string }{
 		{"", "shop.example.com", "shop.example.com"},
-		{"", "Shop.Example.COM:8080", "shop.example.com"},
-		{"B.example.com", "shop.example.com", "b.example.com"},
-		{"B.example.com:443", "", "b.example.com"},
+		{"", "Shop.Example.COM:8080", "Shop.Example.COM"},
+		{"B.example.com", "shop.example.com", "B.example.com"},
+		{"B.example.com:443", "", "B.example.com"},
 		{"", "[::1]:8080", "[::1]"},
 		{"", "[::1]", "[::1]"},
 		{"", "127.0.0.1:80", "127.0.0.1"},
@@ -68,7 +69,7 @@ func TestSiteHost(t *testing.T) {
 		}
 	}
 	var buf [64]byte
-	if got := string(SiteHost(append(buf[:0], "p:"...), nil, []byte("A.B"))); got != "p:a.b" {
+	if got := string(SiteHost(append(buf[:0], "p:"...), nil, []byte("A.B"))); got != "p:A.B" {
 		t.Errorf("SiteHost does not append to dst: %q", got)
 	}
 	xh, h := []byte("Shop.Example.com:9"), []byte("x")

@@ -3,10 +3,9 @@ package anqicms
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"strconv"
 	"time"
 
@@ -29,13 +28,21 @@ const (
 )
 
 // Identity is who a request comes from, as far as the cache key goes.
-// ID is immutable and shared between requests: never write to it.
+// ID and User are immutable and shared between requests: never write to
+// them.
 type Identity struct {
 	Kind IdentityKind
 	ID   []byte
-	// Expiry is the token's "t" claim in unix seconds (0 if unknown). It is
-	// read in both modes so near-expiry tokens can bypass the cache and
-	// receive AnqiCMS's Update-Token.
+	// User is the token's userId claim. With a secret it is verified (and
+	// equals ID); in fingerprint mode it is read without checking the
+	// signature, so it is only a claim: good for counting a user's
+	// watchers, never for choosing what to serve. AnqiCMS's user ids are
+	// per site.
+	User []byte
+	// Expiry is the last unix second at which AnqiCMS still accepts the
+	// token: its "t" claim, or the second before its "exp" claim if that
+	// comes first (0 if unknown). It is read in both modes so near-expiry
+	// tokens can bypass the cache and receive AnqiCMS's Update-Token.
 	Expiry int64
 }
 
@@ -55,11 +62,16 @@ type verifier struct {
 	verdicts *otter.Cache[uint64, *verdict]
 }
 
+// verdict is what one token proves, whenever it is presented: the time
+// checks are left to Identify, so a memoised verdict turns anonymous on
+// time and a token presented before its nbf is accepted once nbf passes.
 type verdict struct {
-	token  []byte // the token judged; the memo is keyed by a 64-bit hash of it
-	kind   IdentityKind
-	id     []byte
-	expiry int64
+	token     []byte // the token judged; the memo is keyed by a 64-bit hash of it
+	kind      IdentityKind
+	id        []byte
+	user      []byte
+	expiry    int64 // last accepted unix second (t, or exp-1 if earlier)
+	notBefore int64 // first accepted unix second (nbf); 0 = none
 }
 
 // NewIdentifier builds an Identifier. secret is the site TokenSecret
@@ -75,7 +87,7 @@ func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) 
 		c, err := otter.New(&otter.Options[uint64, *verdict]{
 			MaximumWeight: uint64(min(maxTokens*memoEntryWeight, memoBytes)),
 			Weigher: func(_ uint64, v *verdict) uint32 {
-				return uint32(len(v.token) + len(v.id) + memoOverhead)
+				return uint32(len(v.token) + len(v.id) + len(v.user) + memoOverhead)
 			},
 			ExpiryCalculator: otter.ExpiryWriting[uint64, *verdict](time.Hour),
 		})
@@ -88,6 +100,20 @@ func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) 
 		}
 		return v, nil
 	}
+	// Requests are matched by SiteHost: the host as AnqiCMS matches it,
+	// case-sensitively, without the port. So a key is matched as the
+	// operator wrote it, minus a port ("Shop.Example.com:443" matches
+	// requests for "Shop.Example.com" on any port, not "shop.example.com",
+	// which AnqiCMS treats as another site). Checked before any memo starts
+	// its goroutine.
+	hosts := make(map[string]string, len(siteSecrets))
+	for host, s := range siteSecrets {
+		h := string(SiteHost(nil, []byte(host), nil))
+		if _, dup := hosts[h]; dup {
+			return nil, fmt.Errorf("auth.site_secrets: two keys name host %q (ports are ignored)", h)
+		}
+		hosts[h] = s
+	}
 	x := &Identifier{sites: map[string]*verifier{}}
 	var err error
 	if x.fp, err = mk("", false); err != nil {
@@ -95,16 +121,17 @@ func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) 
 	}
 	if secret != "" {
 		if x.def, err = mk(secret, true); err != nil {
+			x.Close()
 			return nil, err
 		}
 	}
-	for host, s := range siteSecrets {
-		// Requests are matched by SiteHost (lower case, no port); a key
-		// written "Shop.Example.com:443" must still match them.
-		h := string(SiteHost(nil, []byte(host), nil))
-		if x.sites[h], err = mk(s, true); err != nil {
+	for h, s := range hosts {
+		v, err := mk(s, true)
+		if err != nil {
+			x.Close()
 			return nil, err
 		}
+		x.sites[h] = v
 	}
 	return x, nil
 }
@@ -156,11 +183,12 @@ func (x *Identifier) Identify(site, token []byte, now time.Time) Identity {
 	if vd.kind == Anonymous {
 		return Identity{}
 	}
-	// AnqiCMS treats a token past its "t" as no token at all.
-	if vd.expiry != 0 && vd.expiry < now.Unix() {
+	// AnqiCMS treats a token past its "t" or "exp", or before its "nbf",
+	// as no token at all.
+	if sec := now.Unix(); vd.expiry < sec || sec < vd.notBefore {
 		return Identity{}
 	}
-	return Identity{Kind: vd.kind, ID: vd.id, Expiry: vd.expiry}
+	return Identity{Kind: vd.kind, ID: vd.id, User: vd.user, Expiry: vd.expiry}
 }
 
 const (
@@ -174,84 +202,80 @@ var memoSeed = maphash.MakeSeed()
 
 var hmacMethods = []string{"HS256", "HS384", "HS512"}
 
-// judge is the slow path, run once per distinct token.
+// judge is the slow path, run once per distinct token. It reads the token
+// with the library AnqiCMS uses (golang-jwt), so both agree on what a
+// token says.
 func (v *verifier) judge(token []byte, sum [32]byte) *verdict {
+	claims := jwt.MapClaims{}
 	if v.secret == nil {
-		// Fingerprint mode: the signature cannot be checked, but the payload
-		// still tells when AnqiCMS will start renewing the token. A token
-		// without a string userId and a readable "t" is one AnqiCMS treats
-		// as no token at all, so it is anonymous here too (and bypasses).
-		exp, ok := unverifiedExpiry(token)
-		if !ok {
+		// Fingerprint mode: the signature cannot be checked, but the
+		// payload still tells when AnqiCMS will start renewing or stop
+		// accepting the token, and whose it claims to be.
+		if _, _, err := jwt.NewParser().ParseUnverified(string(token), claims); err != nil {
 			return &verdict{kind: Anonymous}
 		}
-		return &verdict{kind: Fingerprint, id: sum[:], expiry: exp}
+		vd := readClaims(claims)
+		if vd.kind != Anonymous {
+			vd.kind, vd.id = Fingerprint, sum[:]
+		}
+		return vd
 	}
-	claims := jwt.MapClaims{}
+	// The time claims are checked by Identify at each use, not here: a
+	// verdict is memoised for an hour and must not outlive exp nor be
+	// frozen before nbf.
 	_, err := jwt.ParseWithClaims(string(token), claims, func(t *jwt.Token) (any, error) {
 		if _, ok := t.Method.(*jwt.SigningMethodHMAC); !ok {
 			return nil, fmt.Errorf("unexpected signing method %v", t.Header["alg"])
 		}
 		return v.secret, nil
-	}, jwt.WithValidMethods(hmacMethods))
+	}, jwt.WithValidMethods(hmacMethods), jwt.WithoutClaimsValidation())
 	if err != nil {
 		return &verdict{kind: Anonymous}
 	}
+	vd := readClaims(claims)
+	if vd.kind != Anonymous {
+		vd.kind, vd.id = User, vd.user
+	}
+	return vd
+}
+
+// readClaims reads what AnqiCMS reads from a token's claims: a non-empty
+// string userId and a string "t" (its expiry in unix seconds), and what
+// golang-jwt's default validation checks when present: "exp" (accepted
+// while now < exp) and "nbf" (accepted from nbf on), both whole seconds. A
+// token without a usable userId or t, or with an exp or nbf of the wrong
+// type, is one AnqiCMS treats as no token at all: the verdict is Anonymous.
+// Otherwise its kind is left for the caller to set.
+func readClaims(claims jwt.MapClaims) *verdict {
+	anon := &verdict{kind: Anonymous}
 	uid, ok := claims["userId"].(string)
 	if !ok || uid == "" {
-		return &verdict{kind: Anonymous}
+		return anon
 	}
 	ts, _ := claims["t"].(string)
-	exp, err := strconv.ParseInt(ts, 10, 64)
+	expiry, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
 		// AnqiCMS cannot tell when such a token expires and rejects it.
-		return &verdict{kind: Anonymous}
+		return anon
 	}
-	return &verdict{kind: User, id: []byte(uid), expiry: exp}
-}
-
-// unverifiedExpiry reads the "t" claim from a JWT's payload without
-// checking the signature; ok is false unless the payload also carries a
-// non-empty string userId. Only used to decide whether to bypass the cache.
-func unverifiedExpiry(token []byte) (int64, bool) {
-	first, rest, ok := cut(token, '.')
-	if !ok || len(first) == 0 {
-		return 0, false
-	}
-	payload, _, ok := cut(rest, '.')
-	if !ok {
-		return 0, false
-	}
-	raw := make([]byte, base64.RawURLEncoding.DecodedLen(len(payload)))
-	n, err := base64.RawURLEncoding.Decode(raw, payload)
+	exp, err := claims.GetExpirationTime()
 	if err != nil {
-		return 0, false
+		return anon
 	}
-	var c struct {
-		UserID any `json:"userId"`
-		T      any `json:"t"`
-	}
-	if json.Unmarshal(raw[:n], &c) != nil {
-		return 0, false
-	}
-	if uid, ok := c.UserID.(string); !ok || uid == "" {
-		return 0, false
-	}
-	switch t := c.T.(type) {
-	case string:
-		exp, err := strconv.ParseInt(t, 10, 64)
-		return exp, err == nil
-	case float64:
-		return int64(t), true
-	}
-	return 0, false
-}
-
-func cut(b []byte, sep byte) (before, after []byte, found bool) {
-	for i, c := range b {
-		if c == sep {
-			return b[:i], b[i+1:], true
+	if exp != nil {
+		e := exp.Unix()
+		if e == math.MinInt64 {
+			return anon // expired since before time began
 		}
+		expiry = min(expiry, e-1)
 	}
-	return b, nil, false
+	nbf, err := claims.GetNotBefore()
+	if err != nil {
+		return anon
+	}
+	vd := &verdict{kind: Fingerprint, user: []byte(uid), expiry: expiry}
+	if nbf != nil {
+		vd.notBefore = nbf.Unix()
+	}
+	return vd
 }

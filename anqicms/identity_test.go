@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,15 +151,24 @@ func TestIdentify_FingerprintModeKeysByTheExactToken(t *testing.T) {
 	}
 }
 
+// Site secrets are keyed by the host as AnqiCMS matches it: case kept, port
+// ignored. "b.example.com" is another site to AnqiCMS (site 1 by default).
 func TestIdentify_SiteSecretsApplyPerHost(t *testing.T) {
 	x := newIdentifier(t, testSecret, map[string]string{"B.Example.com:443": "b-secret"})
 	now := time.Now()
 	exp := now.Add(24 * time.Hour)
 	bTok := sign(t, jwt.SigningMethodHS256, []byte("b-secret-user-token"), claims("7", exp))
 	aTok := sign(t, jwt.SigningMethodHS256, []byte(testSecret+"-user-token"), claims("7", exp))
-	bSite := SiteHost(nil, nil, []byte("B.EXAMPLE.COM:8443"))
+	bSite := SiteHost(nil, nil, []byte("B.Example.com:8443"))
 	if id := x.Identify(bSite, bTok, now); id.Kind != User || string(id.ID) != "7" {
 		t.Fatalf("site b token on site b: %+v", id)
+	}
+	other := SiteHost(nil, nil, []byte("B.EXAMPLE.COM"))
+	if id := x.Identify(other, bTok, now); id.Kind != Anonymous {
+		t.Fatalf("site b token on B.EXAMPLE.COM, which AnqiCMS does not match to site b: %+v", id)
+	}
+	if id := x.Identify(other, aTok, now); id.Kind != User {
+		t.Fatalf("default-secret token on B.EXAMPLE.COM: %+v", id)
 	}
 	if id := x.Identify(bSite, aTok, now); id.Kind != Anonymous {
 		t.Fatalf("site a token on site b: %+v, want anonymous", id)
@@ -180,5 +190,80 @@ func TestIdentify_AMemoisedVerdictDoesNotAllocate(t *testing.T) {
 		if a := testing.AllocsPerRun(200, func() { x.Identify(site, tok, now) }); a != 0 {
 			t.Errorf("secret %q: Identify allocates %v times on a memoised token", secret, a)
 		}
+	}
+}
+
+// An "exp" earlier than "t" ends the identity at exp, memoised or not, in
+// both modes: golang-jwt, which AnqiCMS uses, rejects a token from exp on.
+func TestIdentify_ExpEndsAMemoisedVerdict(t *testing.T) {
+	for _, secret := range []string{testSecret, ""} {
+		x := newIdentifier(t, secret, nil)
+		now := time.Unix(time.Now().Unix(), 0)
+		c := claims("42", now.Add(24*time.Hour))
+		c["exp"] = now.Add(time.Hour).Unix()
+		tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret+"-user-token"), c)
+		id := x.Identify(site, tok, now)
+		if id.Kind == Anonymous || id.Expiry != now.Add(time.Hour).Unix()-1 {
+			t.Fatalf("secret %q: %+v, want an identity ending the second before exp", secret, id)
+		}
+		if id := x.Identify(site, tok, now.Add(time.Hour-time.Second)); id.Kind == Anonymous {
+			t.Fatalf("secret %q: anonymous a second before exp", secret)
+		}
+		if id := x.Identify(site, tok, now.Add(time.Hour)); id.Kind != Anonymous {
+			t.Fatalf("secret %q: memoised token still accepted at its exp: %+v", secret, id)
+		}
+	}
+}
+
+// A token presented before its "nbf" is anonymous, and is accepted once
+// nbf has passed even though its first verdict was memoised.
+func TestIdentify_ATokenNotYetValidIsAnonymousUntilNbf(t *testing.T) {
+	for _, secret := range []string{testSecret, ""} {
+		x := newIdentifier(t, secret, nil)
+		now := time.Unix(time.Now().Unix(), 0)
+		c := claims("42", now.Add(24*time.Hour))
+		c["nbf"] = now.Add(time.Minute).Unix()
+		tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret+"-user-token"), c)
+		if id := x.Identify(site, tok, now); id.Kind != Anonymous {
+			t.Fatalf("secret %q: %+v before nbf, want anonymous", secret, id)
+		}
+		if id := x.Identify(site, tok, now.Add(time.Minute)); id.Kind == Anonymous {
+			t.Fatalf("secret %q: anonymous at nbf", secret)
+		}
+	}
+}
+
+func TestIdentify_TimeClaimsOfTheWrongTypeAreAnonymous(t *testing.T) {
+	for _, secret := range []string{testSecret, ""} {
+		x := newIdentifier(t, secret, nil)
+		now := time.Now()
+		for _, claim := range []string{"exp", "nbf"} {
+			c := claims("42", now.Add(24*time.Hour))
+			c[claim] = "tomorrow"
+			tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret+"-user-token"), c)
+			if id := x.Identify(site, tok, now); id.Kind != Anonymous {
+				t.Errorf("secret %q: string %s: %+v, want anonymous", secret, claim, id)
+			}
+		}
+	}
+}
+
+// The watcher cap counts per user, so the user is read in fingerprint mode
+// too (unverified, as "t" is).
+func TestIdentify_UserIsReadInBothModes(t *testing.T) {
+	for _, secret := range []string{testSecret, ""} {
+		x := newIdentifier(t, secret, nil)
+		now := time.Now()
+		tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret+"-user-token"), claims("42", now.Add(24*time.Hour)))
+		if id := x.Identify(site, tok, now); string(id.User) != "42" {
+			t.Errorf("secret %q: User %q, want 42", secret, id.User)
+		}
+	}
+}
+
+func TestNewIdentifier_TwoKeysForOneHostAreRefused(t *testing.T) {
+	_, err := NewIdentifier(testSecret, map[string]string{"a.example.com:80": "x", "a.example.com:443": "y"}, 0)
+	if err == nil || !strings.Contains(err.Error(), "auth.site_secrets") {
+		t.Fatalf("err = %v, want one naming auth.site_secrets", err)
 	}
 }

@@ -1,27 +1,32 @@
 package anqicms
 
 import (
+	"math"
+
 	"github.com/valyala/fasthttp"
 )
 
-// Answers to bad ids, rendered once. AnqiCMS answers errors with HTTP 200
-// and code -1, and so does anqi-edge, without asking it.
+// Answers to a bad detail id, rendered once. AnqiCMS answers errors with
+// HTTP 200 and code -1, and so does anqi-edge, without asking it.
 var (
-	errIDMissing  = ErrorBody("id is required")
-	errIDEmpty    = ErrorBody("id is empty")
-	errIDRepeated = ErrorBody("id must be given once")
-	errIDTooLong  = ErrorBody("id is too long")
-	errIDNotInt   = ErrorBody("id must be an integer")
-	errIDRange    = ErrorBody("id is out of range")
-	errIDNotPos   = ErrorBody("id must be a positive integer")
+	ErrIDMissing  = ErrorBody("id is required")
+	ErrIDEmpty    = ErrorBody("id is empty")
+	ErrIDRepeated = ErrorBody("id must be given once")
+	ErrIDTooLong  = ErrorBody("id is too long")
+	ErrIDNotInt   = ErrorBody("id must be an integer")
+	ErrIDRange    = ErrorBody("id is out of range")
+	ErrIDNotPos   = ErrorBody("id must be a positive integer")
 )
 
 // maxIDLen allows leading zeros (AnqiCMS accepts them) but not megabytes.
 const maxIDLen = 64
 
-// ParseOrderID reads the single id query value the way AnqiCMS does
-// (strconv.ParseInt, base 10: "01" and "+1" are 1) without allocating. On bad
-// input it returns the error body to answer with.
+// ParseOrderID reads the single "id" query value of a detail request the
+// way AnqiCMS does (strconv.ParseInt, base 10: "01" and "%2B1" are 1; a
+// query's "+" is a space) without allocating. On bad input it returns the envelope to answer with (one of
+// the ErrID* bodies; never modify them): the id is missing, given twice,
+// empty, longer than 64 bytes, not an integer, out of int64's range, or not
+// positive.
 func ParseOrderID(args *fasthttp.Args) (int64, []byte) {
 	var v []byte
 	n := 0
@@ -33,13 +38,13 @@ func ParseOrderID(args *fasthttp.Args) (int64, []byte) {
 	}
 	switch {
 	case n == 0:
-		return 0, errIDMissing
+		return 0, ErrIDMissing
 	case n > 1:
-		return 0, errIDRepeated
+		return 0, ErrIDRepeated
 	case len(v) == 0:
-		return 0, errIDEmpty
+		return 0, ErrIDEmpty
 	case len(v) > maxIDLen:
-		return 0, errIDTooLong
+		return 0, ErrIDTooLong
 	}
 	neg := false
 	switch v[0] {
@@ -50,25 +55,37 @@ func ParseOrderID(args *fasthttp.Args) (int64, []byte) {
 		v = v[1:]
 	}
 	if len(v) == 0 {
-		return 0, errIDNotInt
+		return 0, ErrIDNotInt
 	}
+	// The digits are read as strconv.ParseUint reads them, so that the
+	// error named for an odd id is the one strconv.ParseInt would give: a
+	// non-digit is a syntax error unless the digits before it already
+	// overflowed uint64; a value past int64 is out of range once all digits
+	// are read.
 	var id uint64
-	overflow := false
 	for _, c := range v {
 		if c < '0' || c > '9' {
-			return 0, errIDNotInt
+			return 0, ErrIDNotInt
 		}
-		if id > (1<<63-1)/10 || id*10+uint64(c-'0') > 1<<63-1 {
-			overflow = true
-			continue
+		next := id*10 + uint64(c-'0')
+		if id >= math.MaxUint64/10+1 || next < id*10 {
+			return 0, outOfRange(neg)
 		}
-		id = id*10 + uint64(c-'0')
+		id = next
 	}
 	switch {
-	case overflow && neg, neg && id > 0, id == 0:
-		return 0, errIDNotPos
-	case overflow:
-		return 0, errIDRange
+	case neg || id == 0:
+		return 0, ErrIDNotPos
+	case id > math.MaxInt64:
+		return 0, ErrIDRange
 	}
 	return int64(id), nil
+}
+
+// outOfRange names an overflowing id: any negative one is not positive.
+func outOfRange(neg bool) []byte {
+	if neg {
+		return ErrIDNotPos
+	}
+	return ErrIDRange
 }

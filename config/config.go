@@ -168,7 +168,10 @@ type Auth struct {
 	// RenewWindow: tokens this close to expiry bypass the cache. Default 1h.
 	RenewWindow Duration `toml:"renew_window"`
 	// SiteSecrets maps a request host to that site's TokenSecret, for
-	// multi-site installs; hosts not listed use TokenSecret. Default empty.
+	// multi-site installs; hosts not listed use TokenSecret. A key matches
+	// the host (X-Host, else Host) as AnqiCMS matches it: case-sensitively,
+	// any port ignored, so "Shop.example.com" and "shop.example.com" are two
+	// sites, as they are to AnqiCMS. Default empty.
 	SiteSecrets map[string]string `toml:"site_secrets"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 )
@@ -206,7 +207,19 @@ func applyEnv(c *Config, environ []string) error {
 		}
 		k, ok := keys[name]
 		if !ok {
-			return fmt.Errorf("config: unknown environment variable %s (no such key; keys map as section.key -> %sSECTION_KEY)", name, EnvPrefix)
+			// The name is the environment's, not ours: quote it if it holds
+			// anything that could break the one-line message.
+			shown := name
+			if strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+				shown = strconv.Quote(name)
+			}
+			return fmt.Errorf("config: unknown environment variable %s (no such key; keys map as section.key -> %sSECTION_KEY)", shown, EnvPrefix)
+		}
+		if !utf8.ValidString(value) {
+			// A config file cannot hold such a value (TOML is UTF-8), and
+			// no key means one: refuse it rather than run with bytes no
+			// dump of the config can show. (FuzzParse found it.)
+			return fmt.Errorf("config: %s: %s: value is not valid UTF-8", name, k.key)
 		}
 		if err := setFromEnv(k.value, value); err != nil {
 			shown := strconv.Quote(value)

@@ -91,7 +91,7 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.Invalidations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "invalidations_total",
 		Help: "Order invalidations by source."}, []string{"source"})
 	m.HookErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "write_hook_errors_total",
-		Help: "Writes whose order id could not be read; the write was forwarded anyway."}, []string{"reason"})
+		Help: "Writes whose order id could not be read; they were refused before reaching AnqiCMS."}, []string{"reason"})
 	m.RedisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "redis_errors_total",
 		Help: "Failed Redis calls by operation."}, []string{"op"})
 	m.RedisBreaker = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_breaker_state",

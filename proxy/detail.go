@@ -314,7 +314,18 @@ func (d *Detail) Admit(ctx *fasthttp.RequestCtx) (watch.Subject, bool) {
 		return watch.Subject{}, false
 	}
 	s := watch.Subject{Key: key, Caller: templateCaller{d: d, tmpl: d.upstreamRequest(ctx)}}
-	s.Owner = sha256.Sum256(append([]byte{byte(id.Kind)}, id.ID...))
+	// The per-identity watcher cap counts users, not tokens: one user
+	// with many valid tokens is still one user. The userId claim is read
+	// (unverified in fingerprint mode, as t is) for that alone; without
+	// one, the token itself is the owner.
+	var site [128]byte
+	owner := anqicms.SiteHost(site[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
+	if len(id.User) > 0 {
+		owner = append(append(owner, 0, 'u'), id.User...)
+	} else {
+		owner = append(append(owner, 0, byte(id.Kind)), id.ID...)
+	}
+	s.Owner = sha256.Sum256(owner)
 	if id.Expiry != 0 {
 		s.Renew = time.Unix(id.Expiry, 0).Add(-d.o.Load().RenewWindow)
 	}

@@ -3,11 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,12 +27,14 @@ type WriteHooks struct {
 	log   *slog.Logger
 	// budget bounds the invalidation, which the client waits for.
 	budget time.Duration
+	logged logLimiter
 }
 
 type hookRule struct {
 	method, path []byte
-	source       string // json, form, query
-	field        string
+	src          anqicms.IDSource
+	// refusal answers a write whose order id cannot be read.
+	refusal []byte
 }
 
 // Invalidator drops an order everywhere (cache.Tiers).
@@ -56,8 +54,10 @@ func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, inv Invalidator,
 func (w *WriteHooks) SetRules(rules []config.InvalidateRule) {
 	compiled := make([]hookRule, 0, len(rules))
 	for _, r := range rules {
-		src, field := r.Source()
-		compiled = append(compiled, hookRule{method: []byte(r.Method), path: []byte(r.Path), source: src, field: field})
+		kind, field := r.Source()
+		compiled = append(compiled, hookRule{method: []byte(r.Method), path: []byte(r.Path),
+			src:     anqicms.IDSource{Kind: kind, Field: field},
+			refusal: anqicms.ErrorBody(field + " must name an order: a positive integer")})
 	}
 	w.rules.Store(&compiled)
 }
@@ -76,15 +76,27 @@ func (w *WriteHooks) Match(method, path []byte) *hookRule {
 }
 
 // Serve forwards a matched write and invalidates on success.
+//
+// A write whose order id cannot be read is refused before anything reaches
+// AnqiCMS, with AnqiCMS's own kind of answer (HTTP 200, code -1). That is
+// the fail-safe choice: the id is read the way AnqiCMS binds the body
+// (anqicms.WriteOrderIDs accepts everything AnqiCMS could apply, and
+// more), so a body it cannot read is one AnqiCMS would refuse as well, and
+// refusing it costs the client nothing. The other choice, dropping every
+// cached order, would let anyone empty the cache with junk writes.
 func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
 	// Write bodies are small JSON or forms; reading them whole is what lets
 	// us find the order id. They are still bounded by max_request_body.
 	body := ctx.Request.Body()
-	order, idErr := r.orderID(ctx, body)
+	orders, idErr := anqicms.WriteOrderIDs(r.src, ctx.Request.Header.ContentType(), ctx.QueryArgs(), body)
 	if idErr != nil {
 		w.m.HookErrors.WithLabelValues("parse").Inc()
-		w.log.Warn("write hook could not read the order id; forwarding without invalidation",
-			"path", string(r.path), "source", r.source, "field", r.field, "err", idErr)
+		if w.logged.allow(time.Second) {
+			w.log.Warn("write refused: its order id cannot be read, so the order it changes could not be invalidated",
+				"path", string(r.path), "source", r.src.Kind, "field", r.src.Field, "err", idErr)
+		}
+		writeEnvelope(ctx, fasthttp.StatusOK, r.refusal)
+		return
 	}
 
 	req := fasthttp.AcquireRequest()
@@ -98,25 +110,23 @@ func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
 	observe(w.m, metrics.RouteWrite, start, err)
 	if err != nil {
 		w.log.Warn("upstream write failed", "path", string(r.path), "err", err)
-		if idErr == nil {
-			// A timeout or reset says nothing about whether AnqiCMS stored
-			// the write; one extra miss is cheaper than keeping a body it
-			// may have changed.
-			w.invalidate(ctx, order, string(r.path))
-		}
+		// A timeout or reset says nothing about whether AnqiCMS stored the
+		// write; one extra miss is cheaper than keeping a body it may have
+		// changed.
+		w.invalidate(ctx, orders, string(r.path))
 		writeUpstreamFailure(ctx, err)
 		return
 	}
-	if idErr == nil && resp.StatusCode() == fasthttp.StatusOK {
+	if resp.StatusCode() == fasthttp.StatusOK {
 		// The client's Accept-Encoding went upstream, so AnqiCMS (or a
 		// compressing proxy in front of it) may have gzipped the answer; it
 		// is read decoded here and forwarded as it came.
 		body, derr := resp.BodyUncompressedWithLimit(maxWriteAnswer)
 		if derr != nil {
 			w.log.Warn("write hook could not decode the upstream answer; order not invalidated",
-				"path", string(r.path), "order", order, "content_encoding", string(resp.Header.ContentEncoding()), "err", derr)
+				"path", string(r.path), "order", orders[0], "content_encoding", string(resp.Header.ContentEncoding()), "err", derr)
 		} else if code, ok := anqicms.EnvelopeCode(body); ok && code == anqicms.CodeOK {
-			w.invalidate(ctx, order, string(r.path))
+			w.invalidate(ctx, orders, string(r.path))
 		}
 	}
 	resp.Header.CopyTo(&ctx.Response.Header)
@@ -124,99 +134,24 @@ func (w *WriteHooks) Serve(ctx *fasthttp.RequestCtx, r *hookRule) {
 	ctx.Response.SetBody(resp.Body())
 }
 
-func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, order int64, path string) {
+// invalidate drops every order the write names (a field given several
+// values names several; the order AnqiCMS applied is among them).
+func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, orders []int64, path string) {
 	ictx, cancel := context.WithTimeout(context.Background(), w.budget)
 	defer cancel()
-	queued, err := w.inv.Invalidate(ictx, order)
-	w.m.Invalidations.WithLabelValues("write").Inc()
 	var sb [128]byte
 	site := anqicms.SiteHost(sb[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
-	w.log.Info("order invalidated", "order", order, "site", string(site), "source", "write", "path", path,
-		"queued", queued, "err", err)
+	for _, order := range orders {
+		queued, err := w.inv.Invalidate(ictx, order)
+		w.m.Invalidations.WithLabelValues("write").Inc()
+		w.log.Info("order invalidated", "order", order, "site", string(site), "source", "write", "path", path,
+			"queued", queued, "err", err)
+	}
 }
-
-var errNoID = errors.New("order id not found")
 
 // maxWriteAnswer bounds how far a compressed write answer is inflated to
 // read its envelope code; AnqiCMS answers writes with a small envelope.
 const maxWriteAnswer = 1 << 20
-
-// orderID reads the rule's id field: json:FIELD (number or numeric string),
-// form:FIELD (urlencoded body) or query:FIELD.
-//
-// It reads the body the way AnqiCMS binds it, not the way the rule is
-// spelled: AnqiCMS accepts a form body on its JSON endpoints too, and Go's
-// JSON decoding matches keys case-insensitively with the last match
-// winning. A hook that read the body differently from AnqiCMS would let a
-// write change an order without invalidating it.
-func (r *hookRule) orderID(ctx *fasthttp.RequestCtx, body []byte) (int64, error) {
-	var raw []byte
-	switch src := r.source; {
-	case src == "query":
-		raw = ctx.QueryArgs().Peek(r.field)
-	case src == "form" || isForm(ctx):
-		raw = formValue(ctx, body, r.field)
-	case src == "json":
-		var err error
-		if raw, err = jsonField(body, r.field); err != nil {
-			return 0, err
-		}
-		raw = bytes.Trim(raw, `"`)
-	}
-	if len(raw) == 0 {
-		return 0, errNoID
-	}
-	id, err := strconv.ParseInt(string(raw), 10, 64)
-	if err != nil || id <= 0 {
-		return 0, errors.Join(errNoID, err)
-	}
-	return id, nil
-}
-
-func isForm(ctx *fasthttp.RequestCtx) bool {
-	ct := ctx.Request.Header.ContentType()
-	return bytes.HasPrefix(ct, []byte("application/x-www-form-urlencoded")) ||
-		bytes.HasPrefix(ct, []byte("multipart/form-data"))
-}
-
-// formValue reads field from an urlencoded or multipart body.
-func formValue(ctx *fasthttp.RequestCtx, body []byte, field string) []byte {
-	if bytes.HasPrefix(ctx.Request.Header.ContentType(), []byte("multipart/form-data")) {
-		if mf, err := ctx.Request.MultipartForm(); err == nil {
-			if v := mf.Value[field]; len(v) > 0 {
-				return []byte(v[len(v)-1])
-			}
-		}
-		return nil
-	}
-	var args fasthttp.Args
-	args.ParseBytes(body)
-	return args.Peek(field)
-}
-
-// jsonField returns the raw value of the last top-level key of a JSON
-// object that equals field case-insensitively, as encoding/json binds it.
-func jsonField(body []byte, field string) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("body is not a JSON object")
-	}
-	var found []byte
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		if k, _ := t.(string); strings.EqualFold(k, field) {
-			found = v
-		}
-	}
-	return found, nil
-}
 
 func observe(m *metrics.Metrics, route string, start time.Time, err error) {
 	m.UpstreamLatency.WithLabelValues(route).Observe(time.Since(start).Seconds())

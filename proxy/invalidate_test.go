@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -729,15 +730,51 @@ func TestInvalidate_WriteThatTimesOutStillInvalidates(t *testing.T) {
 	}
 }
 
+// formSendPath is an admin-side route an operator might hook with a form
+// rule; AnqiCMS's own API routes bind JSON only, so formUpstream plays it.
+const formSendPath = "/system/api/form/message/send"
+
+// formUpstream is the fake behind a layer that serves formSendPath: a form
+// body appending a message to comm_order_id's order.
+func formUpstream(t *testing.T, f *fake.Server, target string) string {
+	t.Helper()
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != formSendPath {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		id, err := strconv.ParseInt(r.PostFormValue("comm_order_id"), 10, 64)
+		if err != nil {
+			w.Write([]byte(`{"code":-1,"msg":"bad id"}`))
+			return
+		}
+		f.AppendMessage(id, fake.Message{Content: r.PostFormValue("content")})
+		w.Write([]byte(`{"code":0,"msg":""}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 func TestInvalidate_ConfiguredFormAndQueryRulesInvalidate(t *testing.T) {
+	f := fake.New(fake.Options{TokenSecret: edgetest.Secret})
+	fakeURL, err := f.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	front := formUpstream(t, f, fakeURL)
 	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
+		c.Upstream.URL = front
 		c.Invalidate = []config.InvalidateRule{
-			{Method: "POST", Path: edgetest.SendPath, ID: "form:comm_order_id"},
+			{Method: "POST", Path: formSendPath, ID: "form:comm_order_id"},
 			{Method: "POST", Path: "/api/communication/order/update", ID: "query:id"},
 		}
 	})
+	f.Seed(2, 2)
 	invWarm(t, env.URL, 1, tok)
-	if st, code := invPost(t, env.URL+edgetest.SendPath, "application/x-www-form-urlencoded",
+	if st, code := invPost(t, env.URL+formSendPath, "application/x-www-form-urlencoded",
 		"comm_order_id=1&content=via+a+form", tok); st != 200 || code != 0 {
 		t.Fatalf("form send: HTTP %d code %d", st, code)
 	}
@@ -807,24 +844,21 @@ func TestInvalidate_FailedWritesLeaveTheEntry(t *testing.T) {
 		t.Errorf("failed writes invalidated %v times", n)
 	}
 
-	// A body the rule cannot read is forwarded anyway, and counted.
+	// A body whose order id the rule cannot read is refused before it
+	// reaches AnqiCMS, with AnqiCMS's kind of answer (AnqiCMS would refuse
+	// it too), and counted: it can leave no stale order behind.
 	before := env.Fake.Calls(edgetest.SendPath)
-	st, code := invPost(t, env.URL+edgetest.SendPath, "application/json", `comm_order_id=3 (not json)`, tok2)
-	if st != 200 || code != -1 {
-		t.Fatalf("unparsable write: HTTP %d code %d, want AnqiCMS's own -1 answer", st, code)
-	}
-	if env.Fake.Calls(edgetest.SendPath) != before+1 {
-		t.Fatal("the unparsable write was not forwarded to AnqiCMS")
-	}
-	if n := edgetest.Metric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != 1 {
-		t.Errorf("anqi_edge_write_hook_errors_total = %v, want 1", n)
-	}
-	// JSON without the id field, or with a bad one: forwarded and counted.
-	for i, body := range []string{`{"content":"no id"}`, `{"comm_order_id":0,"content":"x"}`, `{"comm_order_id":"abc","content":"x"}`} {
-		invPost(t, env.URL+edgetest.SendPath, "application/json", body, tok2)
-		if n := edgetest.Metric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != float64(2+i) {
-			t.Errorf("%s: anqi_edge_write_hook_errors_total = %v, want %d", body, n, 2+i)
+	for i, body := range []string{`comm_order_id=3 (not json)`, `{"content":"no id"}`, `{"comm_order_id":0,"content":"x"}`, `{"comm_order_id":"abc","content":"x"}`} {
+		st, code := invPost(t, env.URL+edgetest.SendPath, "application/json", body, tok2)
+		if st != 200 || code != -1 {
+			t.Fatalf("%s: HTTP %d code %d, want a -1 envelope", body, st, code)
 		}
+		if n := edgetest.Metric(t, env.Admin, "anqi_edge_write_hook_errors_total"); n != float64(1+i) {
+			t.Errorf("%s: anqi_edge_write_hook_errors_total = %v, want %d", body, n, 1+i)
+		}
+	}
+	if n := env.Fake.Calls(edgetest.SendPath) - before; n != 0 {
+		t.Fatalf("%d writes whose order id could not be read reached AnqiCMS", n)
 	}
 	survives("unparsable writes")
 }
@@ -841,8 +875,9 @@ func TestInvalidate_WriteBodyIsReadTheWayAnqiCMSBindsIt(t *testing.T) {
 		return v.Data.Title
 	}
 	cases := []struct{ name, ctype, body, want string }{
-		// A JSON endpoint accepts a form body too; the hook must find the id.
-		{"form body on a json rule", "application/x-www-form-urlencoded", "id=2&title=from-a-form", "from-a-form"},
+		// AnqiCMS decodes the body as JSON whatever its Content-Type, so a
+		// JSON body labelled as a form is a valid write.
+		{"json body labelled as a form", "application/x-www-form-urlencoded", `{"id":2,"title":"json-as-form"}`, "json-as-form"},
 		// Go binds JSON keys case-insensitively, the last one winning.
 		{"differently cased key", "application/json", `{"ID":2,"title":"cased"}`, "cased"},
 	}
@@ -854,5 +889,78 @@ func TestInvalidate_WriteBodyIsReadTheWayAnqiCMSBindsIt(t *testing.T) {
 		if got := title(); got != c.want {
 			t.Fatalf("%s: next read shows title %q, want %q (the write was not invalidated)", c.name, got, c.want)
 		}
+	}
+	// A real form body on a JSON route is one AnqiCMS refuses: anqi-edge
+	// refuses it before forwarding, and the order is unchanged.
+	if st, code := invPost(t, env.URL+"/api/communication/order/update", "application/x-www-form-urlencoded", "id=2&title=from-a-form", tok); st != 200 || code != -1 {
+		t.Fatalf("form body on a json rule: HTTP %d code %d, want a -1 envelope", st, code)
+	}
+	if got := title(); got != "cased" {
+		t.Fatalf("after a refused form write the title is %q, want it unchanged", got)
+	}
+}
+
+// Writes AnqiCMS applies however they are spelled: each one invalidates the
+// order it changed (issue 10, item 4), or every order it could have.
+func TestInvalidate_EverySpellingOfAWriteAnqiCMSAppliesInvalidatesItsOrder(t *testing.T) {
+	f := fake.New(fake.Options{TokenSecret: edgetest.Secret})
+	fakeURL, err := f.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	front := formUpstream(t, f, fakeURL)
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
+		c.Upstream.URL = front
+		c.Invalidate = append(config.BuiltinRules(),
+			config.InvalidateRule{Method: "POST", Path: formSendPath, ID: "form:comm_order_id"})
+	})
+	f.Seed(2, 2) // user 1 owns orders 1 and 2
+
+	mp := func(ctype string, ids ...string) (string, string) {
+		var b strings.Builder
+		mw := multipart.NewWriter(&b)
+		for _, id := range ids {
+			mw.WriteField("comm_order_id", id)
+		}
+		mw.WriteField("content", "multipart")
+		mw.Close()
+		return strings.Replace(mw.FormDataContentType(), "multipart/form-data", ctype, 1), b.String()
+	}
+	mpType, mpBody := mp("Multipart/Form-Data", "2", "1")
+	cases := []struct {
+		name, path, ctype, body, marker string
+		order                           int64
+	}{
+		{"id as a JSON string with a unicode escape", edgetest.SendPath, "application/json",
+			`{"comm_order_id":"\u0031","content":"escaped id"}`, "escaped id", 1},
+		{"JSON labelled as a form", edgetest.SendPath, "application/x-www-form-urlencoded",
+			`{"comm_order_id":1,"content":"json as form"}`, "json as form", 1},
+		{"JSON labelled with a type that starts like a form", edgetest.SendPath, "application/x-www-form-urlencodedx",
+			`{"comm_order_id":1,"content":"form-ish type"}`, "form-ish type", 1},
+		{"JSON with an upper-case form type", edgetest.SendPath, "APPLICATION/X-WWW-FORM-URLENCODED",
+			`{"comm_order_id":1,"content":"upper json"}`, "upper json", 1},
+		{"update with an escaped id", "/api/communication/order/update", "application/json",
+			`{"id":"\u0032","content":"escaped update"}`, "escaped update", 2},
+		{"form rule, upper-case form type", formSendPath, "APPLICATION/X-WWW-FORM-URLENCODED",
+			"comm_order_id=1&content=upper+form", "upper form", 1},
+		// The id twice: the upstream applies the first (order 2); the hook
+		// cannot know which one AnqiCMS takes and drops both.
+		{"form rule, multipart with the id twice", formSendPath, mpType, mpBody, "multipart", 2},
+	}
+	for _, c := range cases {
+		invWarm(t, env.URL, 1, tok)
+		invWarm(t, env.URL, 2, tok)
+		if st, code := invPost(t, env.URL+c.path, c.ctype, c.body, tok); st != 200 || code != 0 {
+			t.Fatalf("%s: HTTP %d code %d, want the write applied", c.name, st, code)
+		}
+		d := invRead(t, env.URL, c.order, tok)
+		if !strings.Contains(string(d.body), c.marker) {
+			t.Fatalf("%s: order %d's next read (X-Cache %s) lacks %q: the write was not invalidated", c.name, c.order, d.xcache, c.marker)
+		}
+	}
+	// Both orders the multipart write named were dropped.
+	if d := invRead(t, env.URL, 1, tok); d.xcache == "HIT" {
+		t.Fatal("order 1, also named by the multipart write, was still a HIT")
 	}
 }

@@ -1151,3 +1151,33 @@ func TestWatch_EventStreamEndsWhenTheTokenEntersItsRenewalWindow(t *testing.T) {
 		t.Fatalf("stream %q: want the detail, then a retry hint when the token needs renewing", sb.String())
 	}
 }
+
+// In fingerprint mode every token is its own cache identity, but the
+// watcher cap counts the user: forty tokens of one user are still one user.
+func TestWatch_PerIdentityCapCountsUsersNotTokensInFingerprintMode(t *testing.T) {
+	env := wtStart(t, false, nil, func(c *config.Config) {
+		c.Watch.MaxPerIdentity = 2
+		c.Watch.MaxWait = config.Duration{Duration: 60 * time.Second}
+	})
+	users, orders := env.Fake.Seed(1, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for i := range 2 {
+		// A distinct token each time (a later expiry), the same user.
+		tok := env.Fake.Token(users[0].ID, 48*time.Hour+time.Duration(i)*time.Minute)
+		e := wtGet(t, edgetest.DetailURL(env.URL, orders[0].ID), "token: "+tok).etag()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wtLongPoll(ctx, edgetest.Client, env.URL, orders[0].ID, tok, e)
+		}()
+	}
+	wtWaitGauge(t, env.Admin, "longpoll", 2, 10*time.Second)
+	tok := env.Fake.Token(users[0].ID, 49*time.Hour)
+	e := wtGet(t, edgetest.DetailURL(env.URL, orders[0].ID), "token: "+tok).etag()
+	if a := wtGet(t, wtURL(env.URL, watch.WatchPath, orders[0].ID, "etag="+url.QueryEscape(e)), "token: "+tok); a.status != http.StatusServiceUnavailable {
+		t.Fatalf("a third token of the same user: %v, want 503 (the cap counts the user)", a)
+	}
+}

@@ -1,11 +1,9 @@
 package fake
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 )
@@ -25,7 +23,21 @@ const (
 
 var errNoOrder = errors.New("order not found")
 
-var adminRoutes = map[string]func(*Server, *apiRequest, params) answer{
+// adminBody is every field the admin endpoints read, bound as AnqiCMS binds
+// a body (readJSON: JSON whatever the Content-Type).
+type adminBody struct {
+	ID           bodyID `json:"id"`
+	CommOrderID  bodyID `json:"comm_order_id"`
+	Content      string `json:"content"`
+	SenderID     int64  `json:"sender_id"`
+	SenderName   string `json:"sender_name"`
+	MessageType  string `json:"message_type"`
+	QuotePrice   string `json:"quote_price"`
+	QuoteContent string `json:"quote_content"`
+	Status       *int   `json:"status"`
+}
+
+var adminRoutes = map[string]func(*Server, *apiRequest, adminBody) answer{
 	AdminReplyPath:  (*Server).adminReply,
 	AdminQuotePath:  (*Server).adminQuote,
 	AdminStatusPath: (*Server).adminStatus,
@@ -39,19 +51,11 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	q := &apiRequest{w: w, r: r, query: r.URL.Query(), en: english(r)}
 	q.site = s.siteOf(r, q.query)
-	// The admin panel's API, like AnqiCMS's, decodes any body that is JSON
-	// as JSON whatever its Content-Type, so `curl -d '{...}'` works.
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	if bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
-		r.Header.Set("Content-Type", "application/json")
-	}
+	// The admin panel's API, like AnqiCMS's, decodes the body as JSON
+	// whatever its Content-Type, so `curl -d '{...}'` works.
 	var a answer
-	if p, err := readParams(r); err != nil {
+	var p adminBody
+	if err := readJSON(r, &p); err != nil {
 		a = q.fail(CodeError, "badBody")
 	} else {
 		a = handle(s, q, p)
@@ -76,22 +80,22 @@ func (s *Server) adminAnswer(q *apiRequest, err error, data any) answer {
 	return q.ok(data)
 }
 
-func (s *Server) adminReply(q *apiRequest, p params) answer {
-	id, err := p.id("comm_order_id")
-	if err != nil {
+func (s *Server) adminReply(q *apiRequest, p adminBody) answer {
+	id := int64(p.CommOrderID)
+	if id <= 0 {
 		return q.fail(CodeError, "badParam", "comm_order_id")
 	}
-	content := p.str("content")
-	if content == "" {
+	if p.Content == "" {
 		return q.fail(CodeError, "badParam", "content")
 	}
 	m := Message{
-		SenderID:    p.num("sender_id"),
+		SenderID:    p.SenderID,
 		SenderType:  "admin",
-		SenderName:  p.str("sender_name"),
-		MessageType: p.str("message_type"),
-		Content:     content,
+		SenderName:  p.SenderName,
+		MessageType: p.MessageType,
+		Content:     p.Content,
 	}
+	var err error
 	if m.SenderName == "" {
 		m.SenderName = "admin"
 	}
@@ -105,29 +109,27 @@ func (s *Server) adminReply(q *apiRequest, p params) answer {
 	return q.ok(s.AppendMessage(id, m))
 }
 
-func (s *Server) adminQuote(q *apiRequest, p params) answer {
-	id, err := p.id("id")
-	if err != nil {
+func (s *Server) adminQuote(q *apiRequest, p adminBody) answer {
+	id := int64(p.ID)
+	if id <= 0 {
 		return q.fail(CodeError, "badParam", "id")
 	}
-	price := p.str("quote_price")
-	if price == "" {
+	if p.QuotePrice == "" {
 		return q.fail(CodeError, "badParam", "quote_price")
 	}
-	set := map[string]any{"quote_price": price, "quote_content": p.str("quote_content"), "status": StatusQuoted}
+	set := map[string]any{"quote_price": p.QuotePrice, "quote_content": p.QuoteContent, "status": StatusQuoted}
 	return s.adminSet(q, id, set)
 }
 
-func (s *Server) adminStatus(q *apiRequest, p params) answer {
-	id, err := p.id("id")
-	if err != nil {
+func (s *Server) adminStatus(q *apiRequest, p adminBody) answer {
+	id := int64(p.ID)
+	if id <= 0 {
 		return q.fail(CodeError, "badParam", "id")
 	}
-	st, err := p.id("status")
-	if err != nil || st < StatusCancelled || st > StatusRejected {
+	if p.Status == nil || *p.Status < StatusCancelled || *p.Status > StatusRejected {
 		return q.fail(CodeError, "badParam", "status")
 	}
-	return s.adminSet(q, id, map[string]any{"status": int(st)})
+	return s.adminSet(q, id, map[string]any{"status": *p.Status})
 }
 
 // adminSet changes an order's columns (status, quote_price, quote_content)

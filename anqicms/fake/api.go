@@ -1,13 +1,10 @@
 package fake
 
 import (
-	"bytes"
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -214,11 +211,14 @@ func (s *Server) own(q *apiRequest, id int64) (*Order, *answer) {
 }
 
 func (s *Server) login(q *apiRequest) answer {
-	p, err := readParams(q.r)
-	if err != nil {
+	var p struct {
+		UserName string `json:"user_name"`
+		Password string `json:"password"`
+	}
+	if err := readJSON(q.r, &p); err != nil {
 		return q.fail(CodeError, "badBody")
 	}
-	name, pass := p.str("user_name"), p.str("password")
+	name, pass := p.UserName, p.Password
 	var user *User
 	s.mu.RLock()
 	for _, u := range s.users {
@@ -295,40 +295,63 @@ func (s *Server) orderDetail(q *apiRequest) answer {
 }
 
 func (s *Server) createOrder(q *apiRequest) answer {
-	p, err := readParams(q.r)
-	if err != nil {
+	var p struct {
+		ArchiveID  bodyID         `json:"archive_id"`
+		Title      string         `json:"title"`
+		Content    string         `json:"content"`
+		Phone      string         `json:"phone"`
+		Images     []string       `json:"images"`
+		OrderExtra map[string]any `json:"order_extra"`
+	}
+	if err := readJSON(q.r, &p); err != nil {
 		return q.fail(CodeError, "badBody")
 	}
 	return q.ok(s.AddOrder(Order{
 		UserID:     q.user.ID,
 		SiteID:     q.site,
-		ArchiveID:  p.num("archive_id"),
-		Title:      p.str("title"),
-		Content:    p.str("content"),
-		Phone:      p.str("phone"),
-		Images:     p.strs("images"),
-		OrderExtra: p.object("order_extra"),
+		ArchiveID:  int64(p.ArchiveID),
+		Title:      p.Title,
+		Content:    p.Content,
+		Phone:      p.Phone,
+		Images:     p.Images,
+		OrderExtra: p.OrderExtra,
 		User:       OrderUser{ID: q.user.ID, UserName: q.user.Name},
 		Status:     StatusPending,
 	}))
 }
 
 func (s *Server) updateOrder(q *apiRequest) answer {
-	return s.changeOwn(q, "id", func(p params, o *Order) {
-		if p.has("title") {
-			o.Title = p.str("title")
+	// Absent or null fields leave the order's value alone.
+	var p struct {
+		ID         bodyID         `json:"id"`
+		Title      *string        `json:"title"`
+		Content    *string        `json:"content"`
+		OrderExtra map[string]any `json:"order_extra"`
+	}
+	if err := readJSON(q.r, &p); err != nil {
+		return q.fail(CodeError, "badBody")
+	}
+	return s.changeOwn(q, int64(p.ID), func(o *Order) {
+		if p.Title != nil {
+			o.Title = *p.Title
 		}
-		if p.has("content") {
-			o.Content = p.str("content")
+		if p.Content != nil {
+			o.Content = *p.Content
 		}
-		if p.has("order_extra") {
-			o.OrderExtra = p.object("order_extra")
+		if p.OrderExtra != nil {
+			o.OrderExtra = p.OrderExtra
 		}
 	})
 }
 
 func (s *Server) acceptOrder(q *apiRequest) answer {
-	return s.changeOwn(q, "id", func(_ params, o *Order) {
+	var p struct {
+		ID bodyID `json:"id"`
+	}
+	if err := readJSON(q.r, &p); err != nil {
+		return q.fail(CodeError, "badBody")
+	}
+	return s.changeOwn(q, int64(p.ID), func(o *Order) {
 		o.Status = StatusAccepted
 		if o.OrderID == "" {
 			o.OrderID = orderNumber(o.CreatedTime, o.ID)
@@ -336,16 +359,11 @@ func (s *Server) acceptOrder(q *apiRequest) answer {
 	})
 }
 
-// changeOwn applies change to the caller's order named by the idKey body
-// parameter and answers the changed order.
-func (s *Server) changeOwn(q *apiRequest, idKey string, change func(params, *Order)) answer {
-	p, err := readParams(q.r)
-	if err != nil {
-		return q.fail(CodeError, "badBody")
-	}
-	id, err := p.id(idKey)
-	if err != nil {
-		return q.fail(CodeError, "badParam", idKey)
+// changeOwn applies change to the caller's order id and answers the changed
+// order.
+func (s *Server) changeOwn(q *apiRequest, id int64, change func(*Order)) answer {
+	if id <= 0 {
+		return q.fail(CodeError, "badParam", "id")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -353,7 +371,7 @@ func (s *Server) changeOwn(q *apiRequest, idKey string, change func(params, *Ord
 	if a != nil {
 		return *a
 	}
-	change(p, o)
+	change(o)
 	return q.ok(o.clone())
 }
 
@@ -377,24 +395,29 @@ func (s *Server) listMessages(q *apiRequest) answer {
 }
 
 func (s *Server) sendMessage(q *apiRequest) answer {
-	p, err := readParams(q.r)
-	if err != nil {
+	var p struct {
+		CommOrderID bodyID `json:"comm_order_id"`
+		SenderID    bodyID `json:"sender_id"`
+		SenderName  string `json:"sender_name"`
+		MessageType string `json:"message_type"`
+		Content     string `json:"content"`
+	}
+	if err := readJSON(q.r, &p); err != nil {
 		return q.fail(CodeError, "badBody")
 	}
-	id, err := p.id("comm_order_id")
-	if err != nil {
+	id := int64(p.CommOrderID)
+	if id <= 0 {
 		return q.fail(CodeError, "badParam", "comm_order_id")
 	}
-	content := p.str("content")
-	if content == "" {
+	if p.Content == "" {
 		return q.fail(CodeError, "badParam", "content")
 	}
 	m := Message{
-		SenderID:    cmp.Or(p.num("sender_id"), q.user.ID),
+		SenderID:    cmp.Or(int64(p.SenderID), q.user.ID),
 		SenderType:  "user",
-		SenderName:  cmp.Or(p.str("sender_name"), q.user.Name),
-		MessageType: cmp.Or(p.str("message_type"), "text"),
-		Content:     content,
+		SenderName:  cmp.Or(p.SenderName, q.user.Name),
+		MessageType: cmp.Or(p.MessageType, "text"),
+		Content:     p.Content,
 	}
 	now := s.opts.Now().Unix()
 	s.mu.Lock()
@@ -408,108 +431,45 @@ func (s *Server) sendMessage(q *apiRequest) answer {
 	return q.ok(m)
 }
 
-// params reads POST parameters from a JSON body or, leniently, a form.
-type params struct {
-	json map[string]json.RawMessage
-	form url.Values
-}
-
-func readParams(r *http.Request) (params, error) {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	switch ct {
-	case "application/x-www-form-urlencoded", "multipart/form-data":
-		if err := r.ParseMultipartForm(1 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
-			return params{}, err
-		}
-		return params{form: r.PostForm}, nil
-	}
+// readJSON binds a request body the way AnqiCMS does: Iris's ReadJSON
+// ignores Content-Type and runs encoding/json's Unmarshal into the route's
+// struct. So keys match case-insensitively, the last duplicate wins, a null
+// leaves a field alone, and a form body (or anything else that is not one
+// JSON value) is an error, which AnqiCMS answers with code -1.
+func readJSON(r *http.Request, v any) error {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		return params{}, err
+		return err
 	}
-	p := params{json: map[string]json.RawMessage{}}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return p, nil
+	return json.Unmarshal(body, v)
+}
+
+// bodyID is an order, user or archive id in a request body. AnqiCMS's
+// open-source request structs bind ids as plain integers, but the
+// communication module is not open source; the fake also takes a string
+// holding a base-10 integer ("308", "\u0033\u0030\u0038", "+308"), so tests
+// see a write that names its order that way applied, and anqi-edge must
+// invalidate it. Anything else (a float, a bool, "abc") fails the whole
+// body, as a type mismatch does in encoding/json.
+type bodyID int64
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (id *bodyID) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil // encoding/json's convention: null leaves the value alone
 	}
-	// AnqiCMS binds JSON into Go structs: keys match case-insensitively and
-	// the last match wins. Keys are stored lower-cased, in document order.
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return p, errors.New("body is not a JSON object")
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return p, err
+	var s string
+	if len(b) > 0 && b[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
 		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return p, err
-		}
-		k, _ := t.(string)
-		p.json[strings.ToLower(k)] = v
+	} else {
+		s = string(b)
 	}
-	return p, nil
-}
-
-func (p params) has(k string) bool {
-	if p.form != nil {
-		_, ok := p.form[k]
-		return ok
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("id %s: %w", b, err)
 	}
-	_, ok := p.json[strings.ToLower(k)]
-	return ok
-}
-
-// str accepts a JSON string or number.
-func (p params) str(k string) string {
-	if p.form != nil {
-		return p.form.Get(k)
-	}
-	raw := p.json[strings.ToLower(k)]
-	var v string
-	if json.Unmarshal(raw, &v) == nil {
-		return v
-	}
-	var n json.Number
-	if json.Unmarshal(raw, &n) == nil {
-		return n.String()
-	}
-	return ""
-}
-
-// id parses a required integer parameter; JSON may carry it as a string.
-func (p params) id(k string) (int64, error) {
-	if p.form == nil {
-		var n int64
-		if json.Unmarshal(p.json[strings.ToLower(k)], &n) == nil {
-			return n, nil
-		}
-	}
-	return strconv.ParseInt(p.str(k), 10, 64)
-}
-
-func (p params) num(k string) int64 {
-	n, _ := p.id(k)
-	return n
-}
-
-func (p params) strs(k string) []string {
-	if p.form != nil {
-		return append(p.form[k], p.form[k+"[]"]...)
-	}
-	var v []string
-	json.Unmarshal(p.json[strings.ToLower(k)], &v)
-	return v
-}
-
-// object accepts a JSON object, or in a form, its JSON text.
-func (p params) object(k string) map[string]any {
-	raw := p.json[strings.ToLower(k)]
-	if p.form != nil {
-		raw = []byte(p.form.Get(k))
-	}
-	var v map[string]any
-	json.Unmarshal(raw, &v)
-	return v
+	*id = bodyID(n)
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -247,16 +248,16 @@ func TestMessages(t *testing.T) {
 	if e.Code != 0 || m.ID == 0 || m.CommOrderID != 1 || m.SenderType != "user" || m.SenderID != 1 || m.SenderName != "user1" {
 		t.Fatalf("send: code %d message %+v", e.Code, m)
 	}
-	// Form bodies work too; the id may be a string.
-	req, _ := http.NewRequest("POST", base+"/api/communication/message/send",
-		strings.NewReader(url.Values{"comm_order_id": {"1"}, "content": {"second"}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("token", tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// Bound as AnqiCMS binds: JSON whatever the Content-Type (the id may
+	// be a string here, with escapes); a form body is refused.
+	if e := postAs(t, base+"/api/communication/message/send", "application/x-www-form-urlencoded",
+		url.Values{"comm_order_id": {"1"}, "content": {"form"}}.Encode(), tok); e.Code != CodeError {
+		t.Errorf("form body on a JSON route: code %d, want -1", e.Code)
 	}
-	resp.Body.Close()
+	if e := postAs(t, base+"/api/communication/message/send", "application/x-www-form-urlencoded",
+		`{"comm_order_id":"\u0031","content":"second"}`, tok); e.Code != 0 {
+		t.Errorf("JSON labelled as a form: code %d", e.Code)
+	}
 
 	o := decode[Order](t, detail(t, base, "1", tok).Data)
 	if n := len(o.Messages); n != 3 || o.Messages[1].Content != "Is it ready?" || o.Messages[2].Content != "second" {
@@ -269,6 +270,72 @@ func TestMessages(t *testing.T) {
 	_, e = api(t, "POST", base+"/api/communication/message/send", `{"comm_order_id":3,"content":"x"}`, "token", tok)
 	if e.Code != CodeNoAccess {
 		t.Errorf("send to another user's order: code %d", e.Code)
+	}
+}
+
+// postAs POSTs body with exactly the Content-Type ct.
+func postAs(t *testing.T, url, ct, body, token string) envelope {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	req.Header.Set("token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e envelope
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	return e
+}
+
+// Writes bind as AnqiCMS's ReadJSON does: encoding/json into a struct,
+// whatever the Content-Type. Each case is sent to order/update and checked
+// in the order's title.
+func TestWrites_BindTheBodyAsEncodingJSONDoes(t *testing.T) {
+	s, base := start(t, Options{})
+	tok := s.Token(1, 2*time.Hour)
+	update := base + "/api/communication/order/update"
+	title := func() string { return decode[Order](t, detail(t, base, "1", tok).Data).Title }
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	mw.WriteField("id", "1")
+	mw.WriteField("title", "multipart")
+	mw.Close()
+	for _, c := range []struct {
+		name, ct, body string
+		code           int
+		title          string // the title afterwards
+	}{
+		{"JSON", "application/json", `{"id":1,"title":"a"}`, 0, "a"},
+		{"no Content-Type", "", `{"id":1,"title":"b"}`, 0, "b"},
+		{"labelled as a form", "application/x-www-form-urlencoded", `{"id":1,"title":"c"}`, 0, "c"},
+		{"labelled as a form-like type", "application/x-www-form-urlencodedx", `{"id":1,"title":"d"}`, 0, "d"},
+		{"keys in any case", "application/json", `{"ID":1,"Title":"e"}`, 0, "e"},
+		{"the last duplicate wins", "application/json", `{"id":2,"Id":1,"title":"x","TITLE":"f"}`, 0, "f"},
+		{"a later null keeps the value", "application/json", `{"id":1,"id":null,"title":"g"}`, 0, "g"},
+		{"a string id with escapes", "application/json", `{"id":"\u0031","title":"h"}`, 0, "h"},
+		{"a null title changes nothing", "application/json", `{"id":1,"title":null}`, 0, "h"},
+		{"a form body", "application/x-www-form-urlencoded", "id=1&title=form", CodeError, "h"},
+		{"a multipart body", mw.FormDataContentType(), mp.String(), CodeError, "h"},
+		{"trailing bytes", "application/json", `{"id":1,"title":"x"} x`, CodeError, "h"},
+		{"a float id", "application/json", `{"id":1.0,"title":"x"}`, CodeError, "h"},
+		{"a number title", "application/json", `{"id":1,"title":5}`, CodeError, "h"},
+		{"an empty body", "application/json", ``, CodeError, "h"},
+	} {
+		if e := postAs(t, update, c.ct, c.body, tok); e.Code != c.code {
+			t.Errorf("%s: code %d msg %v, want %d", c.name, e.Code, e.Msg, c.code)
+		}
+		if got := title(); got != c.title {
+			t.Errorf("%s: title %q, want %q", c.name, got, c.title)
+		}
 	}
 }
 
