@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -151,14 +150,14 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 		return cache.Key{}, anqicms.Identity{}, false
 	}
 	lang := ctx.Request.Header.Cookie("lang")
-	var langBuf [64]byte
-	if o.StoreNegative && len(lang) == 0 {
-		// A stored negative answer's msg is in the language AnqiCMS picked:
-		// the lang cookie, else Accept-Language. Without the cookie, the
-		// first Accept-Language tag joins the key, so one language's error
-		// is never served to another. Only then: positive answers do not
-		// vary by it, and splitting them would cost hits for nothing.
-		lang = acceptLanguageKey(langBuf[:0], ctx.Request.Header.Peek("Accept-Language"))
+	var langBuf [96]byte
+	if o.StoreNegative {
+		// A stored negative answer's msg is in the language AnqiCMS picked
+		// (the lang cookie, then Accept-Language): the key holds what that
+		// pick depends on, so one language's error is never served to
+		// another. Only then: positive answers do not vary by it, and
+		// splitting them would cost hits for nothing.
+		lang = anqicms.AppendMsgLanguage(langBuf[:0], lang, ctx.Request.Header.Peek("Accept-Language"))
 	}
 	return cache.MakeKey(order, cache.KeyParts{
 		Site:     site,
@@ -167,26 +166,6 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 		Identity: byte(id.Kind),
 		ID:       id.ID,
 	}), id, true
-}
-
-// acceptLanguageKey is the key part for an Accept-Language header: a NUL
-// (no lang cookie value can hold one, so it never equals a cookie's part)
-// then the first language tag, lower case, without its parameters.
-func acceptLanguageKey(dst, al []byte) []byte {
-	tag, _, _ := bytes.Cut(al, []byte{','})
-	tag, _, _ = bytes.Cut(tag, []byte{';'})
-	tag = bytes.TrimSpace(tag)
-	if len(tag) > cap(dst)-1 {
-		tag = tag[:cap(dst)-1]
-	}
-	dst = append(dst, 0)
-	for _, c := range tag {
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	return dst
 }
 
 // bypass forwards without touching the cache.

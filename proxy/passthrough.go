@@ -2,12 +2,12 @@ package proxy
 
 import (
 	"errors"
-	"io"
 	"log/slog"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"anqi-edge/internal/bodyio"
 	"anqi-edge/metrics"
 )
 
@@ -40,7 +40,7 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	p.up.prepare(ctx, req)
-	var client *clientBody
+	var upload *bodyio.Upload
 	// Only requests that carry a body stream it: a bodiless GET forwarded as
 	// a stream could not be retried on a keep-alive connection that
 	// AnqiCMS closed a moment earlier.
@@ -48,11 +48,8 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 		req.SetBodyRaw(nil)
 	} else if stream := ctx.RequestBodyStream(); stream != nil {
 		// Uploads are streamed through, never held whole in memory.
-		if p.maxBody > 0 {
-			stream = &limitedBody{r: stream, left: p.maxBody}
-		}
-		client = &clientBody{r: stream}
-		req.SetBodyStream(client, ctx.Request.Header.ContentLength())
+		upload = bodyio.NewUpload(stream, p.maxBody)
+		req.SetBodyStream(upload, ctx.Request.Header.ContentLength())
 	} else {
 		req.SetBodyRaw(ctx.Request.Body())
 	}
@@ -62,17 +59,17 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 	err := p.up.doStream(req, resp)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
-		if errors.Is(err, errBodyTooLarge) {
+		if errors.Is(err, bodyio.ErrTooLarge) {
 			// The client's fault, not AnqiCMS's.
 			writeEnvelope(ctx, fasthttp.StatusRequestEntityTooLarge, bodyTooLarge)
 			return err
 		}
-		if client != nil && client.err != nil {
+		if upload != nil && upload.ClientErr() != nil {
 			// The client's body broke off or was malformed (a bad chunk):
 			// the client's error, answered and counted as such, not as
 			// AnqiCMS being unavailable.
 			writeEnvelope(ctx, fasthttp.StatusBadRequest, badRequest)
-			return client.err
+			return upload.ClientErr()
 		}
 		observe(p.m, metrics.RoutePassThrough, start, err)
 		if p.logged.allow(time.Second) {
@@ -90,68 +87,11 @@ func (p *PassThrough) Serve(ctx *fasthttp.RequestCtx) error {
 		fasthttp.ReleaseResponse(resp)
 		return nil
 	}
-	if stream := resp.BodyStream(); stream != nil {
-		ctx.SetBodyStream(&streamedBody{resp: resp, r: stream}, resp.Header.ContentLength())
+	if resp.BodyStream() != nil {
+		ctx.SetBodyStream(bodyio.NewAnswer(resp), resp.Header.ContentLength())
 		return nil
 	}
 	ctx.Response.SetBody(resp.Body())
 	fasthttp.ReleaseResponse(resp)
 	return nil
-}
-
-var errBodyTooLarge = errors.New("request body exceeds server.max_request_body")
-
-// limitedBody fails a streamed request body once it passes the limit, so a
-// chunked upload (no declared length) cannot push more than
-// server.max_request_body to AnqiCMS: the upstream request breaks off
-// unfinished and the client gets 413.
-type limitedBody struct {
-	r    io.Reader
-	left int64
-}
-
-func (l *limitedBody) Read(p []byte) (int, error) {
-	if l.left < 0 {
-		return 0, errBodyTooLarge
-	}
-	// Read one byte past the limit to tell "exactly the limit" from "over".
-	if int64(len(p)) > l.left+1 {
-		p = p[:l.left+1]
-	}
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		return 0, errBodyTooLarge
-	}
-	return n, err
-}
-
-// clientBody remembers why reading the client's streamed body failed, so
-// that a failed upstream call can be told apart from a bad request body.
-type clientBody struct {
-	r   io.Reader
-	err error // the first read error other than io.EOF
-}
-
-func (c *clientBody) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if err != nil && err != io.EOF && c.err == nil {
-		c.err = err
-	}
-	return n, err
-}
-
-// streamedBody hands an upstream body to the client as it arrives and
-// returns the upstream response to its pool once fasthttp has written it.
-type streamedBody struct {
-	resp *fasthttp.Response
-	r    io.Reader
-}
-
-func (s *streamedBody) Read(p []byte) (int, error) { return s.r.Read(p) }
-
-func (s *streamedBody) Close() error {
-	err := s.resp.CloseBodyStream()
-	fasthttp.ReleaseResponse(s.resp)
-	return err
 }
