@@ -135,10 +135,10 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 	}
 	var siteBuf [128]byte
 	site := anqicms.SiteHost(siteBuf[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
-	token := ctx.Request.Header.Peek("token")
-	if len(token) == 0 {
-		token = ctx.Request.Header.Cookie("token")
-	}
+	// Read as AnqiCMS (net/http) reads what is forwarded, not as
+	// fasthttp's cookie parser would: the two disagree on malformed
+	// Cookie headers.
+	token := anqicms.RequestToken(&ctx.Request.Header)
 	now := time.Now()
 	o := d.o.Load()
 	id := d.ids.Identify(site, token, now)
@@ -149,7 +149,7 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
 	}
-	lang := ctx.Request.Header.Cookie("lang")
+	lang := anqicms.RequestCookie(&ctx.Request.Header, "lang")
 	var langBuf [96]byte
 	if o.StoreNegative {
 		// A stored negative answer's msg is in the language AnqiCMS picked

@@ -1317,3 +1317,28 @@ func TestDetail_AnswerOverMaxBodyIsStreamedThroughNotStored(t *testing.T) {
 		t.Fatalf("direct answer is not a code 0 detail: %.80s", direct)
 	}
 }
+
+// AnqiCMS matches a site's host case-sensitively: SITE2.EXAMPLE.TEST is
+// site 1 to it. A cached answer for one spelling is never served for the
+// other, and each gets what AnqiCMS gives it (issue 10, item 17).
+func TestDetail_HostIsKeyedAsAnqiCMSMatchesIt(t *testing.T) {
+	env := edgetest.Start(t, edgetest.Options{Verify: true, FakeOptions: &fake.Options{
+		SiteHosts: map[string]int{"site2.example.test": 2},
+	}})
+	env.Fake.AddUser(fake.User{ID: 1, Name: "alice", SiteID: 2})
+	o2 := env.Fake.AddOrder(fake.Order{UserID: 1, SiteID: 2, Title: "site two"})
+	tok := env.Fake.Token(1, 48*time.Hour)
+	url := edgetest.DetailURL(env.URL, o2.ID)
+	if a := dtGet(t, url, "Host: site2.example.test", "token: "+tok); a.code != 0 {
+		t.Fatalf("site 2's order on its own host: %s", a)
+	}
+	dtGet(t, url, "Host: site2.example.test", "token: "+tok) // now a HIT
+	direct, err := dtDo(http.MethodGet, env.FakeURL+proxy.DetailPath+"?id="+strconv.FormatInt(o2.ID, 10), "Host: SITE2.EXAMPLE.TEST", "token: "+tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := dtGet(t, url, "Host: SITE2.EXAMPLE.TEST", "token: "+tok)
+	if a.xcache() == "HIT" || a.code != direct.code {
+		t.Fatalf("upper-case host: %s, want AnqiCMS's own answer for it (code %d), not site 2's cached order", a, direct.code)
+	}
+}

@@ -152,7 +152,8 @@ func (s *Server) siteOf(r *http.Request, query url.Values) int {
 	if host == "" {
 		host = r.Host
 	}
-	host = strings.ToLower(host)
+	// Case-sensitive, as AnqiCMS matches a site's host:
+	// SITE2.EXAMPLE.TEST is not site2.example.test (it falls back to site 1).
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}

@@ -30,7 +30,7 @@ import (
 // secret "fake-secret".
 type Options struct {
 	TokenSecret string                   // site TokenSecret; default "fake-secret"
-	SiteHosts   map[string]int           // host (lower case, no port) -> site id; no match -> site 1
+	SiteHosts   map[string]int           // host (as matched: case-sensitive, no port) -> site id; no match -> site 1
 	SiteSecrets map[int]string           // per-site TokenSecret; falls back to TokenSecret
 	Latency     map[string]time.Duration // per-path delay before the answer is written
 	Now         func() time.Time         // default time.Now
@@ -87,11 +87,7 @@ func New(opts Options) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	hosts := make(map[string]int, len(opts.SiteHosts))
-	for h, id := range opts.SiteHosts {
-		hosts[strings.ToLower(h)] = id
-	}
-	opts.SiteHosts = hosts
+	opts.SiteHosts = maps.Clone(opts.SiteHosts)
 	opts.SiteSecrets = maps.Clone(opts.SiteSecrets)
 	s := &Server{
 		opts:    opts,
