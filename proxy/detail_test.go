@@ -495,9 +495,11 @@ func TestDetail_NeverServesAnotherUsersOrder(t *testing.T) {
 		for _, o := range orders {
 			byUser[o.UserID] = append(byUser[o.UserID], o)
 		}
+		// AnqiCMS matches hosts case-sensitively, port stripped: another
+		// case of site 2's host is site 1 (the fallback) to it.
 		hostsOf := map[int][]string{
-			1: {"shop.example.com", "SHOP.example.com:8080", "www.shop.example.com", "unknown.example.net"},
-			2: {"b.example.com", "B.Example.Com:443", "b2.example.com"},
+			1: {"shop.example.com", "SHOP.example.com:8080", "www.shop.example.com", "unknown.example.net", "B.Example.Com:443"},
+			2: {"b.example.com", "b.example.com:443", "b2.example.com"},
 		}
 
 		const n = 2000

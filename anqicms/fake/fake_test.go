@@ -505,7 +505,7 @@ func TestCallsFailNextLatency(t *testing.T) {
 
 func TestSiteIsolation(t *testing.T) {
 	s, base := start(t, Options{
-		SiteHosts:   map[string]int{"B.example": 2, "c.example": 3},
+		SiteHosts:   map[string]int{"b.example": 2, "c.example": 3},
 		SiteSecrets: map[int]string{2: "secret-b"},
 	})
 	s.AddUser(User{ID: 10, Name: "bob", Password: "pw", SiteID: 2})
@@ -517,7 +517,7 @@ func TestSiteIsolation(t *testing.T) {
 	bob, user1 := s.Token(10, 2*time.Hour), s.Token(1, 2*time.Hour)
 
 	for name, h := range map[string][]string{
-		"X-Host":            {"X-Host", "b.EXAMPLE:8080"},
+		"X-Host":            {"X-Host", "b.example:8080"},
 		"Host":              {"Host", "b.example"},
 		"X-Host beats Host": {"X-Host", "b.example", "Host", "a.example"},
 	} {
@@ -527,6 +527,11 @@ func TestSiteIsolation(t *testing.T) {
 	}
 	if _, e := api(t, "GET", base+detailPath+"?id="+id+"&site_id=2", "", "token", bob); e.Code != 0 {
 		t.Errorf("site_id=2: code %d", e.Code)
+	}
+	// Hosts match case-sensitively, as AnqiCMS matches them: another
+	// spelling is site 1.
+	if e := detail(t, base, id, bob, "X-Host", "B.EXAMPLE"); e.Code != CodeNotLogin {
+		t.Errorf("bob on an upper-case spelling of site 2's host: code %d, want site 1's %d", e.Code, CodeNotLogin)
 	}
 	// Site 1 does not know bob's secret, user or order.
 	if e := detail(t, base, id, bob); e.Code != CodeNotLogin {
