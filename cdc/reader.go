@@ -378,6 +378,17 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 			r.save(ctx, *r.unsaved)
 		}
 	}()
+	// endTxn closes the transaction whose end event ends at logPos: its
+	// GTID joins the state, then its orders are invalidated and the
+	// position saved, in that order (commit).
+	endTxn := func(logPos uint32) error {
+		pos.Pos = logPos
+		if next != nil {
+			gtids[nextDomain], next = *next, nil
+			pos.GTID = gtids.String()
+		}
+		return r.commit(ctx, &t, pos)
+	}
 	for {
 		ev, err := s.GetEvent(ctx)
 		if err != nil {
@@ -419,12 +430,7 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 				return err // the transaction is read again after reconnecting
 			}
 		case *replication.XIDEvent:
-			pos.Pos = h.LogPos
-			if next != nil {
-				gtids[nextDomain], next = *next, nil
-				pos.GTID = gtids.String()
-			}
-			if err := r.commit(ctx, &t, pos); err != nil {
+			if err := endTxn(h.LogPos); err != nil {
 				return err
 			}
 		case *replication.QueryEvent:
@@ -439,12 +445,7 @@ func (r *Reader) stream(ctx context.Context, s *replication.BinlogStreamer, star
 				// DDL (its own transaction): tables may have changed shape.
 				r.cols.reset()
 			}
-			pos.Pos = h.LogPos
-			if next != nil {
-				gtids[nextDomain], next = *next, nil
-				pos.GTID = gtids.String()
-			}
-			if err := r.commit(ctx, &t, pos); err != nil {
+			if err := endTxn(h.LogPos); err != nil {
 				return err
 			}
 		}
