@@ -73,47 +73,28 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &Metrics{Registry: r, codes: map[routeCode]prometheus.Counter{}}
 
-	m.Requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "requests_total",
-		Help: "Requests answered, by route and HTTP status."}, []string{"route", "code"})
-	m.DetailResults = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "detail_results_total",
-		Help: "Order detail answers by X-Cache result."}, []string{"cache"})
-	m.TierResults = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_lookups_total",
-		Help: "Cache lookups by tier and result; a Redis lookup skipped by the breaker is skipped, not miss."}, []string{"tier", "result"})
-	m.UpstreamCalls = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "upstream_requests_total",
-		Help: "Calls to AnqiCMS by route and outcome."}, []string{"route", "outcome"})
+	m.Requests = counterVec("requests_total", "Requests answered, by route and HTTP status.", "route", "code")
+	m.DetailResults = counterVec("detail_results_total", "Order detail answers by X-Cache result.", "cache")
+	m.TierResults = counterVec("cache_lookups_total", "Cache lookups by tier and result; a Redis lookup skipped by the breaker is skipped, not miss.", "tier", "result")
+	m.UpstreamCalls = counterVec("upstream_requests_total", "Calls to AnqiCMS by route and outcome.", "route", "outcome")
 	m.UpstreamLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "upstream_duration_seconds",
 		Help:    "Latency of calls to AnqiCMS.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, []string{"route"})
-	m.Collapsed = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "singleflight_collapsed_total",
-		Help: "Detail misses that waited for another request's upstream call instead of making their own."})
-	m.Fills = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "cache_fills_total",
-		Help: "Cache writes by tier and result: stored, or why not (dropped_generation: an invalidation overtook the fill; redis also dropped_epoch, dropped_reset, dropped_cap, skipped_breaker, skipped_nogen, error)."}, []string{"tier", "result"})
-	m.Invalidations = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "invalidations_total",
-		Help: "Order invalidations by source."}, []string{"source"})
-	m.HookErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "write_hook_errors_total",
-		Help: "Writes whose order id could not be read; they were refused before reaching AnqiCMS."}, []string{"reason"})
-	m.RedisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "redis_errors_total",
-		Help: "Failed Redis calls by operation."}, []string{"op"})
-	m.RedisBreaker = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_breaker_state",
-		Help: "Redis circuit breaker: 0 closed, 1 open (Redis skipped), 2 half-open (probing)."})
-	m.RedisPending = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_pending_invalidations",
-		Help: "Invalidations queued until Redis answers again."})
-	m.RedisEpoch = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "redis_key_epoch",
-		Help: "Global cache epoch in use (moved up when the invalidation queue overflows or Redis lost its data)."})
-	m.PubSubUp = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "pubsub_up",
-		Help: "1 while the invalidation subscription is live."})
-	m.L1Clears = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "l1_clears_total",
-		Help: "Times the whole in-process cache was dropped (resubscribe, epoch moved)."})
-	m.Panics = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "panics_total",
-		Help: "Handler panics answered with HTTP 500."})
-	m.Watchers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "watchers",
-		Help: "Clients currently watching an order, by kind."}, []string{"kind"})
-	m.WatchWakeups = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "watch_wakeups_total",
-		Help: "Watchers woken by an invalidation."})
-	m.WatchEvents = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: "watch_events_total",
-		Help: "Changed-order answers sent to watchers (SSE events and long-poll answers)."})
-	m.WatchRejected = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "watch_rejected_total",
-		Help: "Watch requests refused because a limit was reached."}, []string{"reason"})
+	m.Collapsed = counter("singleflight_collapsed_total", "Detail misses that waited for another request's upstream call instead of making their own.")
+	m.Fills = counterVec("cache_fills_total", "Cache writes by tier and result: stored, or why not (dropped_generation: an invalidation overtook the fill; redis also dropped_epoch, dropped_reset, dropped_cap, skipped_breaker, skipped_nogen, error).", "tier", "result")
+	m.Invalidations = counterVec("invalidations_total", "Order invalidations by source.", "source")
+	m.HookErrors = counterVec("write_hook_errors_total", "Writes whose order id could not be read; they were refused before reaching AnqiCMS.", "reason")
+	m.RedisErrors = counterVec("redis_errors_total", "Failed Redis calls by operation.", "op")
+	m.RedisBreaker = gauge("redis_breaker_state", "Redis circuit breaker: 0 closed, 1 open (Redis skipped), 2 half-open (probing).")
+	m.RedisPending = gauge("redis_pending_invalidations", "Invalidations queued until Redis answers again.")
+	m.RedisEpoch = gauge("redis_key_epoch", "Global cache epoch in use (moved up when the invalidation queue overflows or Redis lost its data).")
+	m.PubSubUp = gauge("pubsub_up", "1 while the invalidation subscription is live.")
+	m.L1Clears = counter("l1_clears_total", "Times the whole in-process cache was dropped (resubscribe, epoch moved).")
+	m.Panics = counter("panics_total", "Handler panics answered with HTTP 500.")
+	m.Watchers = gaugeVec("watchers", "Clients currently watching an order, by kind.", "kind")
+	m.WatchWakeups = counter("watch_wakeups_total", "Watchers woken by an invalidation.")
+	m.WatchEvents = counter("watch_events_total", "Changed-order answers sent to watchers (SSE events and long-poll answers).")
+	m.WatchRejected = counterVec("watch_rejected_total", "Watch requests refused because a limit was reached.", "reason")
 
 	for _, c := range []prometheus.Collector{m.Requests, m.DetailResults, m.TierResults, m.UpstreamCalls,
 		m.UpstreamLatency, m.Collapsed, m.Fills, m.Invalidations, m.HookErrors, m.RedisErrors,
@@ -160,6 +141,23 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	}
 	m.Collapsed.Add(0)
 	return m
+}
+
+// The constructors of New, so each series is one line: name, help, labels.
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help})
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help})
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, labels)
 }
 
 // Request counts one answered request. The counter for a (route, code) pair
