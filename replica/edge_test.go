@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"anqi-edge/config"
 	"anqi-edge/internal/edgetest"
 	"anqi-edge/internal/testcert"
+	"anqi-edge/proxy"
 )
 
 func freeAddr(t *testing.T) string {
@@ -51,7 +53,7 @@ func TestEdge_TLSStaticFilesAndRedirectReplaceNginx(t *testing.T) {
 	}})
 	base := strings.Replace(env.URL, "http://", "https://", 1)
 	client := &http.Client{
-		Timeout: 10 * time.Second,
+		Timeout:   10 * time.Second,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "shop.example.test"}},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
@@ -103,5 +105,89 @@ func TestEdge_TLSStaticFilesAndRedirectReplaceNginx(t *testing.T) {
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(env.URL, "http://"))
 	if want := "https://shop.example.test:" + port + "/static/app.css?v=2"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
 		t.Fatalf("plain HTTP: HTTP %d Location %q, want 308 to %s", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+}
+
+// Reload in-process: each live key takes effect for the next request, and
+// the replica keeps serving.
+func TestReload_LiveKeysTakeEffectForTheNextRequest(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.NewCA(t)
+	cert1, key1 := ca.Issue(t, "shop.example.test").Write(t, dir, "one")
+	cert2, key2 := ca.Issue(t, "shop.example.test").Write(t, dir, "two")
+	public := filepath.Join(dir, "public")
+	os.MkdirAll(public, 0o755)
+	testcert.WriteFile(t, filepath.Join(public, "robots.txt"), []byte("User-agent: *"))
+
+	env := edgetest.Start(t, edgetest.Options{Verify: true, Config: func(c *config.Config) {
+		c.Server.TLSCert, c.Server.TLSKey = cert1, key1
+		c.Upstream.Timeout = config.Duration{Duration: 200 * time.Millisecond}
+	}})
+	_, order, tok := edgetest.SeedOne(env)
+	base := strings.Replace(env.URL, "http://", "https://", 1)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "shop.example.test"}, DisableKeepAlives: true}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	do := func(method, path, body string, headers ...string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		for _, h := range headers {
+			k, v, _ := strings.Cut(h, ": ")
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	id := strconv.FormatInt(order.ID, 10)
+	detail := proxy.DetailPath + "?id=" + id
+
+	// Before: no static root, a 200ms upstream timeout, the built-in hooks.
+	if resp, _ := do(http.MethodGet, "/robots.txt", ""); env.Fake.Calls("/robots.txt") != 1 {
+		t.Fatalf("before reload, /robots.txt was not forwarded (HTTP %d)", resp.StatusCode)
+	}
+	env.Fake.SetLatency("/api/communication/order/detail", 500*time.Millisecond)
+	if resp, _ := do(http.MethodGet, detail, "", "token: "+tok); resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("a 500ms answer with upstream.timeout 200ms: HTTP %d, want 504", resp.StatusCode)
+	}
+	serial1, _ := do(http.MethodGet, "/robots.txt", "")
+
+	forwarded := env.Fake.Calls("/robots.txt")
+	next := *env.Config
+	next.Static.Root = public
+	next.Upstream.Timeout = config.Duration{Duration: 5 * time.Second}
+	next.Server.TLSCert, next.Server.TLSKey = cert2, key2
+	next.Invalidate = []config.InvalidateRule{{Method: "POST", Path: "/api/communication/message/send", ID: "json:comm_order_id"}}
+	next.Server.Listen = "127.0.0.1:1" // needs a restart: named, kept
+	restart, err := env.Edge.Reload(&next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(restart) != 1 || restart[0] != "server.listen" {
+		t.Fatalf("keys needing a restart: %v, want [server.listen]", restart)
+	}
+
+	// After: the file is served from disk, the slow answer arrives, and new
+	// connections get the new certificate.
+	if resp, body := do(http.MethodGet, "/robots.txt", ""); resp.StatusCode != http.StatusOK || body != "User-agent: *" || env.Fake.Calls("/robots.txt") != forwarded {
+		t.Fatalf("after reload, /robots.txt: HTTP %d %q, %d calls to AnqiCMS; want it from disk", resp.StatusCode, body, env.Fake.Calls("/robots.txt"))
+	}
+	if resp, _ := do(http.MethodGet, detail, "", "token: "+tok); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after raising upstream.timeout: HTTP %d, want 200", resp.StatusCode)
+	}
+	serial2, _ := do(http.MethodGet, "/robots.txt", "")
+	if serial1.TLS.PeerCertificates[0].SerialNumber.Cmp(serial2.TLS.PeerCertificates[0].SerialNumber) == 0 {
+		t.Fatal("a new connection after reload still got the old certificate")
+	}
+	// The reloaded rules still invalidate on a write.
+	env.Fake.SetLatency("/api/communication/order/detail", 0)
+	do(http.MethodGet, detail, "", "token: "+tok)
+	do(http.MethodPost, "/api/communication/message/send", `{"comm_order_id":`+id+`,"content":"after reload"}`,
+		"token: "+tok, "Content-Type: application/json")
+	if _, body := do(http.MethodGet, detail, "", "token: "+tok); !strings.Contains(body, "after reload") {
+		t.Fatal("a write under the reloaded [[invalidate]] rules was not invalidated")
 	}
 }
