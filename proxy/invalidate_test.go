@@ -734,6 +734,19 @@ func TestInvalidate_WriteThatTimesOutStillInvalidates(t *testing.T) {
 // rule; AnqiCMS's own API routes bind JSON only, so formUpstream plays it.
 const formSendPath = "/system/api/form/message/send"
 
+// startFormUpstream starts a fake (the test's token secret) behind
+// formUpstream; both stop at cleanup.
+func startFormUpstream(t *testing.T) (*fake.Server, string) {
+	t.Helper()
+	f := fake.New(fake.Options{TokenSecret: edgetest.Secret})
+	fakeURL, err := f.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, formUpstream(t, f, fakeURL)
+}
+
 // formUpstream is the fake behind a layer that serves formSendPath: a form
 // body appending a message to comm_order_id's order.
 func formUpstream(t *testing.T, f *fake.Server, target string) string {
@@ -758,13 +771,7 @@ func formUpstream(t *testing.T, f *fake.Server, target string) string {
 }
 
 func TestInvalidate_ConfiguredFormAndQueryRulesInvalidate(t *testing.T) {
-	f := fake.New(fake.Options{TokenSecret: edgetest.Secret})
-	fakeURL, err := f.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	front := formUpstream(t, f, fakeURL)
+	f, front := startFormUpstream(t)
 	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
 		c.Upstream.URL = front
 		c.Invalidate = []config.InvalidateRule{
@@ -903,13 +910,7 @@ func TestInvalidate_WriteBodyIsReadTheWayAnqiCMSBindsIt(t *testing.T) {
 // Writes AnqiCMS applies however they are spelled: each one invalidates the
 // order it changed (issue 10, item 4), or every order it could have.
 func TestInvalidate_EverySpellingOfAWriteAnqiCMSAppliesInvalidatesItsOrder(t *testing.T) {
-	f := fake.New(fake.Options{TokenSecret: edgetest.Secret})
-	fakeURL, err := f.Start("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	front := formUpstream(t, f, fakeURL)
+	f, front := startFormUpstream(t)
 	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
 		c.Upstream.URL = front
 		c.Invalidate = append(config.BuiltinRules(),
