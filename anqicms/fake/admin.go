@@ -2,10 +2,8 @@ package fake
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 )
 
 // The admin side, as the AnqiCMS admin panel changes an order: a staff
@@ -60,14 +58,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	} else {
 		a = handle(s, q, p)
 	}
-	b, err := json.Marshal(a)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", jsonType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.Write(b)
+	writeAnswer(w, a)
 }
 
 func (s *Server) adminAnswer(q *apiRequest, err error, data any) answer {

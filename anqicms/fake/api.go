@@ -126,14 +126,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	} else {
 		a = s.handle(rt, q)
 	}
-	b, err := json.Marshal(a)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", jsonType)
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.Write(b)
+	writeAnswer(w, a)
 }
 
 func english(r *http.Request) bool {
@@ -473,4 +466,16 @@ func (id *bodyID) UnmarshalJSON(b []byte) error {
 	}
 	*id = bodyID(n)
 	return nil
+}
+
+// writeAnswer sends a as AnqiCMS sends its envelope: JSON, HTTP 200.
+func writeAnswer(w http.ResponseWriter, a answer) {
+	b, err := json.Marshal(a)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", jsonType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Write(b)
 }
