@@ -108,11 +108,13 @@ type RedisOptions struct {
 //     Until then, a second at most, lookups may see what the old data
 //     holds.
 type Redis struct {
-	o   RedisOptions
-	c   redis.UniversalClient
-	brk *breaker
-	log *slog.Logger
-	m   *metrics.Metrics
+	o RedisOptions
+	c redis.UniversalClient
+	// reads carries the lookups of the read path (see lookup.go).
+	reads redis.UniversalClient
+	brk   *breaker
+	log   *slog.Logger
+	m     *metrics.Metrics
 
 	// msgHead starts every message this deployment publishes (its quoted
 	// key prefix); messages without it come from another deployment.
@@ -124,6 +126,7 @@ type Redis struct {
 	// epochInGet: lookups read P:epoch in their own MGET (not on a
 	// cluster, where it is in another slot).
 	epochInGet bool
+	cluster    bool
 
 	// ev is the epoch in use and its view number, replaced (never edited)
 	// on every move. Epochs only move up.
@@ -321,6 +324,8 @@ func NewRedis(o RedisOptions) *Redis {
 		epochK:     o.Prefix + ":epoch",
 		restartK:   sameSlotKey(o.Prefix+":epoch", ":restarted"),
 		epochInGet: !cluster,
+		cluster:    cluster,
+		reads:      readers(o.Client),
 	}
 	r.ev.Store(&epochView{})
 	return r
@@ -429,60 +434,73 @@ func (r *Redis) Get(ctx context.Context, k Key) (e *Entry, gen int64, err error)
 func (r *Redis) get(ctx context.Context, k Key) (e *Entry, gen int64, moved bool, err error) {
 	ev := r.ev.Load()
 	genKey, entryKey := r.lookupKeys(k, ev.epoch)
-	keys := make([]string, 2, 3)
-	keys[0], keys[1] = genKey, entryKey
-	if r.epochInGet {
-		keys = append(keys, r.epochK)
-	}
 	// A hit needs no script: its counter exists (the fill made sure), so
 	// one MGET reads counter, entry and (on a single server) epoch at one
 	// instant. Only an order without a counter takes the script that
 	// creates it.
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	var vals [3][]byte
+	err = r.mget(ctx, genKey, entryKey, &vals)
 	r.result("get", err)
 	if err == nil && vals[0] == nil {
-		vals, err = getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
+		err = r.createCounter(ctx, genKey, entryKey, &vals)
 		r.result("get", err)
-		if err == nil && len(vals) != 3 {
-			err = fmt.Errorf("lookup script answered %d values, want 3", len(vals))
-		}
-	} else if err == nil && len(vals) == 2 {
-		vals = append(vals, nil) // no epoch on a cluster
 	}
 	if err != nil {
 		return nil, NoGen, false, fmt.Errorf("redis get order %d: %w", k.Order, err)
 	}
 	if r.epochInGet {
-		s, _ := vals[2].(string)
-		if n, perr := strconv.ParseInt(s, 10, 64); perr != nil || n != ev.epoch {
+		if n, perr := strconv.ParseInt(bytesString(vals[2]), 10, 64); perr != nil || n != ev.epoch {
 			// Another replica moved the epoch, or Redis lost it: the entry
 			// read belongs to a retired key space either way. Catch up (or
 			// repair).
-			if err := r.checkEpoch(ctx, s, ev.epoch); err != nil {
+			if err := r.checkEpoch(ctx, string(vals[2]), ev.epoch); err != nil {
 				return nil, NoGen, true, fmt.Errorf("redis get order %d: %w", k.Order, err)
 			}
 			return nil, NoGen, true, nil
 		}
 	}
-	s, _ := vals[0].(string)
-	counter, err := strconv.ParseInt(s, 10, 64)
+	counter, err := strconv.ParseInt(bytesString(vals[0]), 10, 64)
 	if err != nil {
-		return nil, NoGen, false, fmt.Errorf("redis get order %d: generation %q: %w", k.Order, s, err)
+		return nil, NoGen, false, fmt.Errorf("redis get order %d: generation %q: %w", k.Order, vals[0], err)
 	}
 	gen = packGen(ev.view, counter)
-	s, ok := vals[1].(string)
-	if !ok {
+	if vals[1] == nil {
 		return nil, gen, false, nil
 	}
-	// The entry aliases the reply's string instead of copying it: go-redis
-	// reads every bulk reply into a buffer of its own, nothing else holds
-	// it, and entries are immutable (see Entry).
-	e, err = UnmarshalEntry(unsafe.Slice(unsafe.StringData(s), len(s)))
+	// The entry aliases the reply instead of copying it: the reply buffer
+	// belongs to this lookup alone, and entries are immutable (see Entry).
+	e, err = UnmarshalEntry(vals[1])
 	if err != nil || int64(e.Gen) != counter {
 		return nil, gen, false, nil
 	}
 	return e, gen, false, nil
 }
+
+// createCounter runs the lookup script for an order without a counter: it
+// creates one and reads the same values as the lookup.
+func (r *Redis) createCounter(ctx context.Context, genKey, entryKey string, vals *[3][]byte) error {
+	keys := []string{genKey, entryKey, r.epochK}
+	if !r.epochInGet {
+		keys = keys[:2]
+	}
+	got, err := getScript.Run(ctx, r.c, keys, genTTL.Milliseconds()).Slice()
+	if err != nil {
+		return err
+	}
+	if len(got) != 3 {
+		return fmt.Errorf("lookup script answered %d values, want 3", len(got))
+	}
+	for i, v := range got {
+		vals[i] = nil
+		if s, ok := v.(string); ok {
+			vals[i] = []byte(s)
+		}
+	}
+	return nil
+}
+
+// bytesString views b as a string for parsing, without copying.
+func bytesString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // FillResult says what became of a fill. Its String is the result label of
 // anqi_edge_cache_fills_total{tier="redis"}.

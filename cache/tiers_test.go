@@ -167,9 +167,9 @@ func TestTiers_ConcurrentMissesMakeOneLoad(t *testing.T) {
 }
 
 func TestTiers_RedisHitFillsL1WithoutLoading(t *testing.T) {
-	p := sharedPrefix(t)
-	a := newTestTiers(t, tiersOpts{redis: []string{redistest.Shared(t)}, prefix: p, channel: "c" + p, replica: "A"})
-	b := newTestTiers(t, tiersOpts{redis: []string{redistest.Shared(t)}, prefix: p, channel: "c" + p, replica: "B"})
+	p, addr := sharedPrefix(t), redistest.Shared(t) // one server for both replicas
+	a := newTestTiers(t, tiersOpts{redis: []string{addr}, prefix: p, channel: "c" + p, replica: "A"})
+	b := newTestTiers(t, tiersOpts{redis: []string{addr}, prefix: p, channel: "c" + p, replica: "B"})
 	o := newOrigin()
 	k := testKey(3, "u1")
 	a.Get(context.Background(), k, o.caller())

@@ -84,6 +84,32 @@ func newBenchEdge(b *testing.B, verify bool, edit func(*config.Config)) *benchEd
 	return &benchEdge{srv: srv, order: orders[0].ID, raw: []byte(raw)}
 }
 
+// server returns a function that serves the request once through the
+// public handler on a RequestCtx of its own (one per goroutine) and, when
+// want is set, fails the benchmark unless the answer is a 200 with that
+// X-Cache.
+func (e *benchEdge) server(b *testing.B, want string) func() {
+	var ctx fasthttp.RequestCtx
+	ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}, nil)
+	rd := bytes.NewReader(nil)
+	br := bufio.NewReaderSize(rd, 4096)
+	h := e.srv.Handler()
+	return func() {
+		rd.Reset(e.raw)
+		br.Reset(rd)
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		if err := ctx.Request.Read(br); err != nil {
+			b.Error(err)
+			return
+		}
+		h(&ctx)
+		if got := ctx.Response.Header.Peek("X-Cache"); want != "" && (ctx.Response.StatusCode() != fasthttp.StatusOK || string(got) != want) {
+			b.Errorf("HTTP %d X-Cache %q, want 200 %s", ctx.Response.StatusCode(), got, want)
+		}
+	}
+}
+
 // run serves the request b.N times through the public handler and checks
 // the X-Cache of the last answer.
 func (e *benchEdge) run(b *testing.B, before func(), wantXCache string) {
@@ -150,6 +176,29 @@ func BenchmarkDetail_RedisHit(b *testing.B) {
 			c.Redis.KeyPrefix = "bench" + strconv.FormatInt(time.Now().UnixNano(), 36)
 		})
 		e.run(b, nil, "HIT")
+	})
+}
+
+// BenchmarkDetail_RedisHitConcurrent is BenchmarkDetail_RedisHit with 64
+// requests in flight, as under a load test with 64 connections: the
+// autopipeliner sends the lookups queued during one batch as the next, so
+// allocations and syscalls per hit are shared by a batch.
+func BenchmarkDetail_RedisHitConcurrent(b *testing.B) {
+	addr := redistest.Shared(b)
+	e := newBenchEdge(b, false, func(c *config.Config) {
+		c.Cache.Memory.MaxBytes = 0
+		c.Redis.Addrs = []string{addr}
+		c.Redis.KeyPrefix = "bench" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	})
+	e.server(b, "")() // the fill
+	b.SetParallelism(32) // x GOMAXPROCS goroutines
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		s := e.server(b, "HIT")
+		for pb.Next() {
+			s()
+		}
 	})
 }
 

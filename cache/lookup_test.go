@@ -1,0 +1,71 @@
+package cache
+
+import (
+	"errors"
+	"testing"
+)
+
+// A raw MGET reply the lookup does not fully understand must be a failed
+// lookup, never a hit built from misread bytes.
+func TestParseMGet_ReadsValuesAndNullsAndRefusesAnythingElse(t *testing.T) {
+	ok := []struct {
+		name string
+		raw  string
+		want []string // "<nil>" marks a null
+	}{
+		{"resp2", "*3\r\n$2\r\n17\r\n$-1\r\n$3\r\n900\r\n", []string{"17", "<nil>", "900"}},
+		{"resp3 nulls", "*3\r\n_\r\n$5\r\na\r\nbc\r\n_\r\n", []string{"<nil>", "a\r\nbc", "<nil>"}},
+		{"empty value", "*2\r\n$0\r\n\r\n$1\r\nx\r\n", []string{"", "x"}},
+	}
+	for _, c := range ok {
+		vals := make([][]byte, len(c.want))
+		if err := parseMGet([]byte(c.raw), vals); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for i, w := range c.want {
+			got := string(vals[i])
+			if vals[i] == nil {
+				got = "<nil>"
+			}
+			if got != w {
+				t.Errorf("%s: value %d = %q, want %q", c.name, i, got, w)
+			}
+		}
+	}
+
+	bad := map[string]string{
+		"wrong count":     "*2\r\n$1\r\na\r\n$1\r\nb\r\n",
+		"short bulk":      "*3\r\n$1\r\na\r\n$9\r\nb\r\n$1\r\nc\r\n",
+		"bulk without lf": "*3\r\n$1\r\nab$1\r\nb\r\n$1\r\nc\r\n",
+		"integer element": "*3\r\n:1\r\n$1\r\nb\r\n$1\r\nc\r\n",
+		"trailing bytes":  "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n+OK\r\n",
+		"not an array":    "+OK\r\n",
+		"empty":           "",
+		"no crlf":         "*3",
+	}
+	for name, raw := range bad {
+		if err := parseMGet([]byte(raw), make([][]byte, 3)); err == nil {
+			t.Errorf("%s: accepted %q", name, raw)
+		}
+	}
+	err := parseMGet([]byte("-LOADING Redis is loading the dataset in memory\r\n"), make([][]byte, 3))
+	if err == nil || errors.Is(err, errRESP) || err.Error() != "LOADING Redis is loading the dataset in memory" {
+		t.Errorf("error reply: %v, want Redis's error text", err)
+	}
+}
+
+func FuzzParseMGet(f *testing.F) {
+	f.Add([]byte("*3\r\n$2\r\n17\r\n$-1\r\n$3\r\n900\r\n"))
+	f.Add([]byte("*3\r\n_\r\n_\r\n_\r\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		vals := make([][]byte, 3)
+		if parseMGet(raw, vals) != nil {
+			return
+		}
+		for _, v := range vals {
+			if len(v) > len(raw) {
+				t.Fatalf("value longer than the reply")
+			}
+		}
+	})
+}
