@@ -59,9 +59,11 @@ CREATE TABLE IF NOT EXISTS communication_messages (
 // MySQL/MariaDB pool whose DSN names the database), creating the tables if
 // needed. Users stay in memory. Every /api request first reloads the
 // caller's orders from the database, and a write stores what it changed in
-// one transaction, so changes made directly in the database (the admin
-// endpoints, AppendMessage, SetOrderStatus, a test's SQL) are what the API
-// serves. The in-memory New stays the fast default for tests.
+// one transaction (a new message or order is inserted as the handler makes
+// it, the database numbering messages), so changes made directly in the
+// database (the admin endpoints, AppendMessage(s), SetOrderStatus, a test's
+// SQL) are what the API serves. The in-memory New stays the fast default
+// for tests.
 func NewWithDB(opts Options, db *sql.DB) (*Server, error) {
 	s := New(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
