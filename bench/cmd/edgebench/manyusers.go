@@ -605,7 +605,8 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 		if err = db.pool.QueryRowContext(ctx, "SELECT VERSION()").Scan(&env.db); err != nil {
 			return nil, "", fmt.Errorf("mariadbd: %w", err)
 		}
-		env.db = "MariaDB " + env.db
+		v, _, _ := strings.Cut(env.db, "-") // 10.11.19-MariaDB-0+deb12u1-log
+		env.db = "MariaDB " + v
 		if fk, err = fake.NewWithDB(fopts, db.pool); err != nil {
 			return nil, "", err
 		}
