@@ -16,6 +16,7 @@ help:
 	@echo "image  - docker build the container image $(IMAGE)"
 	@echo "bench  - load benchmark against nginx proxy_cache (run 'make bench-deps' once)"
 	@echo "soak   - two replicas, Redis and the fake AnqiCMS under load and faults for SOAK_DURATION (default 15m)"
+	@echo "bench-manyusers - 5,000 polling users, sends and admin replies: two anqi-edge replicas (CDC) vs nginx (~4 min)"
 	@echo "bench-cdc - commit-to-visible delay of admin replies: anqi-edge with CDC, without, nginx (~4 min)"
 	@echo "fuzz   - each fuzz target in turn for FUZZTIME (default 10m), one worker each"
 
@@ -59,9 +60,13 @@ soak:
 	cd bench && $(GO) run ./cmd/soak
 
 # bench-manyusers: 5,000 users polling their own orders through two anqi-edge
-# replicas sharing Redis, then nginx (~4 min); prints a table for bench/README.md.
+# replicas sharing Redis, then nginx (~4 min), while 2 admin replies/s go into
+# the fake's private MariaDB, read by anqi-edge's [cdc]; prints a table for
+# bench/README.md. Needs mariadb-server as well as bench-deps, unless
+# BENCH_MU_FLAGS="-mu-admin 0" (in-memory fake, no admin changes).
+BENCH_MU_FLAGS ?=
 bench-manyusers:
-	cd bench && $(GO) run ./cmd/edgebench -manyusers
+	cd bench && $(GO) run ./cmd/edgebench -manyusers $(BENCH_MU_FLAGS)
 
 # bench-cdc measures commit-to-visible (issue 11): admin replies written to a
 # private MariaDB while customers watch or poll, for anqi-edge with CDC,

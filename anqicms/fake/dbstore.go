@@ -1,6 +1,7 @@
 package fake
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -58,9 +59,11 @@ CREATE TABLE IF NOT EXISTS communication_messages (
 // MySQL/MariaDB pool whose DSN names the database), creating the tables if
 // needed. Users stay in memory. Every /api request first reloads the
 // caller's orders from the database, and a write stores what it changed in
-// one transaction, so changes made directly in the database (the admin
-// endpoints, AppendMessage, SetOrderStatus, a test's SQL) are what the API
-// serves. The in-memory New stays the fast default for tests.
+// one transaction (a new message or order is inserted as the handler makes
+// it, the database numbering messages), so changes made directly in the
+// database (the admin endpoints, AppendMessage(s), SetOrderStatus, a test's
+// SQL) are what the API serves. The in-memory New stays the fast default
+// for tests.
 func NewWithDB(opts Options, db *sql.DB) (*Server, error) {
 	s := New(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -346,8 +349,7 @@ type execer interface {
 // insertMessage stores m; m.ID 0 takes the table's next id and sets it.
 func insertMessage(ctx context.Context, db execer, m *Message) error {
 	res, err := db.ExecContext(ctx, "INSERT INTO communication_messages ("+messageCols+") VALUES (?,?,?,?,?,?,?,?)"+
-		" ON DUPLICATE KEY UPDATE id = id",
-		m.ID, m.CommOrderID, m.SenderID, m.SenderType, m.SenderName, m.MessageType, m.Content, m.CreatedTime)
+		" ON DUPLICATE KEY UPDATE id = id", messageRow(m)...)
 	if err != nil {
 		return fmt.Errorf("fake: database: inserting a message of order %d: %w", m.CommOrderID, err)
 	}
@@ -370,13 +372,119 @@ func mustStore(err error) {
 	}
 }
 
-// dbAddOrder stores a new order (AddOrder in database mode). It takes no
-// lock: createOrder calls AddOrder inside handle, which holds s.db.mu; the
-// handler's own store then finds the rows already there (see store).
-func (s *Server) dbAddOrder(o Order) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// dbAddOrders stores new orders and their messages (AddOrders in database
+// mode) in one transaction, many rows per INSERT. It takes no lock:
+// createOrder calls AddOrder inside handle, which holds s.db.mu; the
+// handler's own store then finds the rows already there ("ON DUPLICATE KEY
+// UPDATE id = id", as in store).
+func (s *Server) dbAddOrders(orders []Order) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	mustStore(s.db.store(ctx, []Order{o}, nil))
+	var orderRows, msgRows [][]any
+	for i := range orders {
+		orderRows = append(orderRows, orderRow(&orders[i]))
+		for _, m := range orders[i].Messages {
+			msgRows = append(msgRows, messageRow(&m))
+		}
+	}
+	mustStore(s.db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := insertRows(ctx, tx, "communication_orders", orderCols, orderRows, " ON DUPLICATE KEY UPDATE id = id"); err != nil {
+			return err
+		}
+		return insertRows(ctx, tx, "communication_messages", messageCols, msgRows, " ON DUPLICATE KEY UPDATE id = id")
+	}))
+}
+
+// dbAppendMessages inserts admin-side messages into the database only
+// (AppendMessages), skipping those whose order is not there.
+func (s *Server) dbAppendMessages(ctx context.Context, ms []Message) (int, error) {
+	exists := map[int64]bool{}
+	var ids []any
+	for _, m := range ms {
+		if _, seen := exists[m.CommOrderID]; !seen {
+			exists[m.CommOrderID] = false
+			ids = append(ids, m.CommOrderID)
+		}
+	}
+	for chunk := range slices.Chunk(ids, 1000) {
+		rows, err := s.db.db.QueryContext(ctx, "SELECT id FROM communication_orders WHERE id IN (?"+
+			strings.Repeat(",?", len(chunk)-1)+")", chunk...)
+		if err != nil {
+			return 0, fmt.Errorf("fake: database: %w", err)
+		}
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return 0, fmt.Errorf("fake: database: %w", err)
+			}
+			exists[id] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return 0, fmt.Errorf("fake: database: %w", err)
+		}
+	}
+	now := s.opts.Now().Unix()
+	var rows [][]any
+	for _, m := range ms {
+		if !exists[m.CommOrderID] {
+			continue
+		}
+		m.ID = 0 // the database numbers admin-side messages
+		m.CreatedTime = cmp.Or(m.CreatedTime, now)
+		m.SenderType = cmp.Or(m.SenderType, "admin")
+		m.MessageType = cmp.Or(m.MessageType, "text")
+		rows = append(rows, messageRow(&m))
+	}
+	if err := s.db.inTx(ctx, func(tx *sql.Tx) error {
+		return insertRows(ctx, tx, "communication_messages", messageCols, rows, "")
+	}); err != nil {
+		return 0, err
+	}
+	return len(rows), nil
+}
+
+// messageRow is the column values of m, in messageCols order.
+func messageRow(m *Message) []any {
+	return []any{m.ID, m.CommOrderID, m.SenderID, m.SenderType, m.SenderName, m.MessageType, m.Content, m.CreatedTime}
+}
+
+// inTx runs f in one transaction and commits it.
+func (d *dbStore) inTx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := d.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("fake: database: %w", err)
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("fake: database: commit: %w", err)
+	}
+	return nil
+}
+
+// insertRows inserts rows into table, as many rows per statement as stay
+// well under the server's 65,535 placeholders.
+func insertRows(ctx context.Context, db execer, table, cols string, rows [][]any, suffix string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	one := "(?" + strings.Repeat(",?", len(rows[0])-1) + ")"
+	for chunk := range slices.Chunk(rows, max(1, 30000/len(rows[0]))) {
+		var args []any
+		for _, r := range chunk {
+			args = append(args, r...)
+		}
+		q := "INSERT INTO " + table + " (" + cols + ") VALUES " + one + strings.Repeat(","+one, len(chunk)-1) + suffix
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("fake: database: inserting %d rows into %s: %w", len(chunk), table, err)
+		}
+	}
+	return nil
 }
 
 // dbAppendMessage inserts an admin-side message into the database only.

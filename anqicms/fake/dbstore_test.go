@@ -2,6 +2,7 @@ package fake
 
 import (
 	"database/sql"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -158,5 +159,63 @@ func TestAdminEndpoints_InMemoryMode(t *testing.T) {
 	}
 	if resp, _ := send(t, "GET", base+AdminReplyPath, ""); resp.StatusCode != 404 {
 		t.Errorf("GET on an admin route: %d, want 404", resp.StatusCode)
+	}
+}
+
+// An admin reply takes the database's next message id; a customer's
+// message sent afterwards must get its own, not be dropped as a duplicate
+// of the admin's row while the send answers code 0.
+func TestDBMode_CustomerMessageAfterAnAdminReplyToAnotherOrderIsStored(t *testing.T) {
+	s, base, db := startDB(t)
+	tok := s.Token(1, 2*time.Hour)
+	detail(t, base, "1", tok) // memory knows user 1's orders and their message ids
+	_, e := api(t, "POST", base+AdminReplyPath, `{"comm_order_id":3,"content":"to user 2"}`)
+	admin := decode[Message](t, e.Data)
+	if e.Code != 0 {
+		t.Fatalf("admin reply: %d %s", e.Code, e.Data)
+	}
+	_, e = api(t, "POST", base+"/api/communication/message/send", `{"comm_order_id":1,"content":"from user 1"}`, "token", tok)
+	sent := decode[Message](t, e.Data)
+	if e.Code != 0 || sent.ID == admin.ID {
+		t.Fatalf("send: code %d, id %d (the admin reply has %d)", e.Code, sent.ID, admin.ID)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM communication_messages WHERE id = ? AND comm_order_id = 1 AND content = 'from user 1'", sent.ID); n != 1 {
+		t.Fatalf("the customer's message %d is not in the database", sent.ID)
+	}
+	o := decode[Order](t, detail(t, base, "1", tok).Data)
+	if last := o.Messages[len(o.Messages)-1]; last.ID != sent.ID || last.Content != "from user 1" {
+		t.Fatalf("order 1's messages after the send: %+v", o.Messages)
+	}
+}
+
+func TestDBMode_BulkSeedingStoresEveryOrderAndMessage(t *testing.T) {
+	m := mariadbtest.Start(t)
+	m.Exec(t, "CREATE DATABASE anqicms")
+	db := m.Open(t, "root", "", "anqicms")
+	s, err := NewWithDB(Options{}, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, orders := s.Seed(3000, 1) // more rows than one INSERT carries
+	var ms []Message
+	for _, o := range orders {
+		for k := range 3 {
+			ms = append(ms, Message{CommOrderID: o.ID, Content: fmt.Sprintf("note %d", k)})
+		}
+	}
+	ms = append(ms, Message{CommOrderID: 999999, Content: "no such order"})
+	if n := s.AppendMessages(ms); n != 3*len(orders) {
+		t.Errorf("AppendMessages stored %d, want %d", n, 3*len(orders))
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM communication_orders"); n != 3000 {
+		t.Errorf("%d orders in the database, want 3000", n)
+	}
+	// Seed gives every order one message and every second one a reply (here none: one order per user).
+	if n := count(t, db, "SELECT COUNT(*) FROM communication_messages"); n != 3000+3*3000 {
+		t.Errorf("%d messages in the database, want %d", n, 3000+3*3000)
+	}
+	o, ok := s.Order(orders[2999].ID)
+	if !ok || len(o.Messages) != 4 || o.Messages[3].Content != "note 2" || o.Messages[3].SenderType != "admin" || o.Title != orders[2999].Title {
+		t.Fatalf("last order as stored: %+v", o)
 	}
 }

@@ -113,7 +113,7 @@ func orderNumber(created, id int64) string {
 // an admin reply. Content is deterministic; times come from Options.Now.
 func (s *Server) Seed(nUsers, ordersPerUser int) ([]User, []Order) {
 	var users []User
-	var orders []Order
+	var orders []Order // stored at the end, in one AddOrders
 	for i := 1; i <= nUsers; i++ {
 		u := User{ID: int64(i), Name: fmt.Sprintf("user%d", i), Password: fmt.Sprintf("pass%d", i), SiteID: 1}
 		s.AddUser(u)
@@ -142,8 +142,8 @@ func (s *Server) Seed(nUsers, ordersPerUser int) ([]User, []Order) {
 					MessageType: "text", Content: "Thanks, we are on it.",
 				})
 			}
-			orders = append(orders, s.AddOrder(o))
+			orders = append(orders, o)
 		}
 	}
-	return users, orders
+	return users, s.AddOrders(orders)
 }

@@ -83,8 +83,8 @@ func run() int {
 	fl.DurationVar(&o.mu.interval, "mu-interval", 2*time.Second, "many users: each user's poll interval")
 	fl.Float64Var(&o.mu.jitter, "mu-jitter", 0.2, "many users: poll interval jitter, ± fraction")
 	fl.Float64Var(&o.mu.sendsPerSec, "mu-sends", 10, "many users: messages per second sent through the proxy to random orders")
-	fl.Float64Var(&o.mu.adminPerSec, "mu-admin", 0, "many users: admin changes per second behind the proxy; keep 0 until the fake's DB mode and CDC exist "+
-		"(the in-memory fake's changes are invisible to any cache until its TTL)")
+	fl.Float64Var(&o.mu.adminPerSec, "mu-admin", 2, "many users: admin replies per second made behind the proxy (the fake's admin endpoint, a write to its database only); "+
+		"above 0 the fake keeps its orders in a private mariadbd with binlog and both anqi-edge replicas read it ([cdc]); 0 = in-memory fake, no mariadbd")
 	fl.DurationVar(&o.mu.warmup, "mu-warmup", 30*time.Second, "many users: polling before the measured window: the cold fill, spread over it (keep >= -mu-ttl for a steady state)")
 	fl.DurationVar(&o.mu.duration, "mu-duration", envDuration("BENCH_MU_DURATION", 60*time.Second), "many users: measured window per system (env BENCH_MU_DURATION)")
 	fl.DurationVar(&o.mu.ttl, "mu-ttl", 30*time.Second, "many users: anqi-edge cache.ttl and nginx proxy_cache_valid")

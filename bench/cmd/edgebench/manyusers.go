@@ -3,8 +3,11 @@ package main
 // The many-user workload (issue 13 item 3): thousands of customers, each
 // polling their own order, while messages arrive. Run with
 //
-//	cd bench && go run ./cmd/edgebench -manyusers [-mu-users 5000] [-mu-duration 60s]
+//	cd bench && go run ./cmd/edgebench -manyusers [-mu-users 5000] [-mu-duration 60s] [-mu-admin 2]
 //
+// With admin changes (-mu-admin > 0, the default) the fake keeps its
+// orders in a private MariaDB and anqi-edge reads its binlog (mudb.go);
+// -mu-admin 0 keeps the fake in memory and needs no mariadbd.
 // It prints one Markdown table; it does not touch bench/README.md.
 
 import (
@@ -40,11 +43,10 @@ type muOptions struct {
 	interval    time.Duration // each user's poll interval
 	jitter      float64       // ± fraction of the interval
 	sendsPerSec float64       // messages sent through the proxy
-	// adminPerSec is changes made behind the proxy (the admin panel).
-	// Off by default: with the in-memory fake they are fake.AppendMessage
-	// calls that no CDC can see, so every system shows them only after its
-	// TTL. They become the intended test once the fake has its DB mode and
-	// anqi-edge's CDC reads its binlog.
+	// adminPerSec is changes made behind the proxy (the admin panel):
+	// replies posted to the fake's admin endpoint, which writes only to
+	// its database. Above 0 the fake runs in database mode on a private
+	// mariadbd and both replicas read its binlog ([cdc]).
 	adminPerSec float64
 	warmup      time.Duration // polling before the measurement (the cold fill)
 	duration    time.Duration // measured polling per system
@@ -100,7 +102,8 @@ type muResult struct {
 	sendCalls     int64
 	sends         int64 // answered sends through the proxy
 	sendErrors    int64
-	adminChanges  int64
+	adminChanges  int64 // answered admin replies (committed in the database)
+	adminErrors   int64
 	ownMissed     int64 // (a) reads by the writer, started after the send's answer, without the message
 	ownMissedSame int64 // of which: read through the same front (replica) the send went through
 	ownReads      int64 // reads that had an own change to check
@@ -108,6 +111,8 @@ type muResult struct {
 	rywReads      int64
 	oldMissed     int64 // (b) reads started >= staleAfter after a commit, without it
 	oldReads      int64 // reads that had such a change to check
+	adminMissed   int64 // (b) for admin changes alone: reads started >= staleAfter after an admin commit, without it
+	adminReads    int64 // reads that had such an admin change to check
 	cpu, sideCPU  time.Duration
 	requestsTotal int64 // polls + sends + read-after-write reads, for CPU per request
 	// lookups is anqi_edge_cache_lookups_total over the window, summed over
@@ -139,32 +144,48 @@ func (t *muTracker) add(user int, c change) {
 	t.mu[user].Unlock()
 }
 
-// check reports, for a read of user's order started at t0 whose answer is
-// body, whether it had an own change to show and missed it (a), and
-// whether it had a change committed staleAfter before t0 and missed it (b).
-// Messages are only appended, so the latest such change stands for all
-// earlier ones.
-func (t *muTracker) check(user int, t0 time.Time, body []byte, staleAfter time.Duration) (ownChecked, ownMiss, oldChecked, oldMiss bool, ownVia int) {
+// readVerdict is what one read showed against the changes of its order.
+type readVerdict struct {
+	ownChecked, ownMissed     bool // (a): an own change answered before the read started
+	ownVia                    int  // the front that own change went through
+	oldChecked, oldMissed     bool // (b): any change committed staleAfter before the read started
+	adminChecked, adminMissed bool // (b) for admin changes alone
+}
+
+// check judges a read of user's order started at t0 whose answer is body:
+// whether it had an own change to show and missed it (a), whether it had
+// a change committed staleAfter before t0 and missed it (b), and the same
+// for admin changes alone. Messages are only appended, so the latest such
+// change stands for all earlier ones.
+func (t *muTracker) check(user int, t0 time.Time, body []byte, staleAfter time.Duration) (v readVerdict) {
 	t.mu[user].Lock()
 	cs := t.changes[user]
-	var own, old int64
-	for i := len(cs) - 1; i >= 0 && (own == 0 || old == 0); i-- {
+	var own, old, admin int64
+	for i := len(cs) - 1; i >= 0 && (own == 0 || old == 0 || admin == 0); i-- {
 		c := cs[i]
 		if own == 0 && c.own && !c.at.After(t0) {
-			own, ownVia = c.id, c.via
+			own, v.ownVia = c.id, c.via
 		}
-		if old == 0 && !c.at.After(t0.Add(-staleAfter)) {
-			old = c.id
+		if !c.at.After(t0.Add(-staleAfter)) {
+			if old == 0 {
+				old = c.id
+			}
+			if admin == 0 && !c.own {
+				admin = c.id
+			}
 		}
 	}
 	t.mu[user].Unlock()
 	if own != 0 {
-		ownChecked, ownMiss = true, !hasMessage(body, own)
+		v.ownChecked, v.ownMissed = true, !hasMessage(body, own)
 	}
 	if old != 0 {
-		oldChecked, oldMiss = true, !hasMessage(body, old)
+		v.oldChecked, v.oldMissed = true, !hasMessage(body, old)
 	}
-	return
+	if admin != 0 {
+		v.adminChecked, v.adminMissed = true, !hasMessage(body, admin)
+	}
+	return v
 }
 
 // hasMessage reports whether a detail body lists message id. A message is
@@ -202,6 +223,7 @@ func (h *dueHeap) Pop() any {
 type workerStats struct {
 	reads, errors                                           int64
 	ownReads, ownMissed, ownMissedSame, oldReads, oldMissed int64
+	adminReads, adminMissed                                 int64
 	lat, lag                                                []time.Duration
 }
 
@@ -275,8 +297,9 @@ func (c *muClient) send(order int64, token, content string) (id int64, via int, 
 }
 
 // runManyUsers drives one system for warmup + duration and returns what
-// happened in the measured window.
-func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Server, orders []int64, tokens []string) (*muResult, error) {
+// happened in the measured window. admin makes the admin changes (nil when
+// -mu-admin is 0).
+func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Server, admin *adminClient, orders []int64, tokens []string) (*muResult, error) {
 	// Every worker and writer may pick the same front at once.
 	client := newMuClient(sys.addrs, m.workers+8)
 	tr := newTracker(len(orders))
@@ -306,7 +329,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 		s.lookups = scrapeLookups(ctx, sys.admins)
 		return s
 	}
-	var sends, sendErrs, admins, rywReads, rywMissed, rywMissedSame atomic.Int64
+	var sends, sendErrs, admins, adminErrs, rywReads, rywMissed, rywMissedSame atomic.Int64
 
 	var wg sync.WaitGroup
 	stats := make([]workerStats, m.workers)
@@ -358,10 +381,11 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 					} else {
 						st.reads++
 						st.lat = append(st.lat, d)
-						oc, om, bc, bm, ownVia := tr.check(next.idx, t0, body, m.staleAfter)
-						st.ownReads, st.oldReads = st.ownReads+b2i(oc), st.oldReads+b2i(bc)
-						st.ownMissed, st.oldMissed = st.ownMissed+b2i(om), st.oldMissed+b2i(bm)
-						st.ownMissedSame += b2i(om && ownVia == via)
+						v := tr.check(next.idx, t0, body, m.staleAfter)
+						st.ownReads, st.oldReads = st.ownReads+b2i(v.ownChecked), st.oldReads+b2i(v.oldChecked)
+						st.ownMissed, st.oldMissed = st.ownMissed+b2i(v.ownMissed), st.oldMissed+b2i(v.oldMissed)
+						st.ownMissedSame += b2i(v.ownMissed && v.ownVia == via)
+						st.adminReads, st.adminMissed = st.adminReads+b2i(v.adminChecked), st.adminMissed+b2i(v.adminMissed)
 					}
 				}
 				step := float64(m.interval) * (1 + m.jitter*(2*rand.Float64()-1))
@@ -438,14 +462,26 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 			}
 		}
 	})
-	writer(m.adminPerSec, func(n int) {
-		u := rand.IntN(len(orders))
-		msg := fk.AppendMessage(orders[u], fake.Message{SenderName: "Studio", Content: fmt.Sprintf("admin note %d", n)})
-		tr.add(u, change{id: msg.ID, at: time.Now()})
-		if !time.Now().Before(measureFrom) {
-			admins.Add(1)
-		}
-	})
+	if admin != nil {
+		writer(m.adminPerSec, func(n int) {
+			u := rand.IntN(len(orders))
+			id, err := admin.reply(orders[u], fmt.Sprintf("admin note %d from the many-user benchmark", n))
+			// Committed when the endpoint answered: the insert is in the
+			// database (and its binlog) by then.
+			at := time.Now()
+			measured := !at.Before(measureFrom)
+			if err != nil {
+				if measured {
+					adminErrs.Add(1)
+				}
+				return
+			}
+			tr.add(u, change{id: id, at: at})
+			if measured {
+				admins.Add(1)
+			}
+		})
+	}
 
 	// Open the measured window on time, whatever the workers are doing.
 	go func() {
@@ -472,7 +508,7 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 			res.lookups[k] = v - snap0.lookups[k]
 		}
 	}
-	res.sends, res.sendErrors, res.adminChanges = sends.Load(), sendErrs.Load(), admins.Load()
+	res.sends, res.sendErrors, res.adminChanges, res.adminErrors = sends.Load(), sendErrs.Load(), admins.Load(), adminErrs.Load()
 	res.rywReads, res.rywMissed = rywReads.Load(), rywMissed.Load()
 	var lag []time.Duration
 	for i := range stats {
@@ -484,6 +520,8 @@ func runManyUsers(ctx context.Context, m muOptions, sys muSystem, fk *fake.Serve
 		res.ownMissedSame += s.ownMissedSame
 		res.oldReads += s.oldReads
 		res.oldMissed += s.oldMissed
+		res.adminReads += s.adminReads
+		res.adminMissed += s.adminMissed
 		res.lat = append(res.lat, s.lat...)
 		lag = append(lag, s.lag...)
 	}
@@ -554,18 +592,38 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 		return nil, "", err
 	}
 
-	fk := fake.New(fake.Options{TokenSecret: tokenSecret,
-		Latency: map[string]time.Duration{detailPath: o.detailLatency}})
+	fopts := fake.Options{TokenSecret: tokenSecret,
+		Latency: map[string]time.Duration{detailPath: o.detailLatency}}
+	var fk *fake.Server
+	var db *muDB
+	if m.adminPerSec > 0 {
+		logf("starting mariadbd (binlog on): the fake's database, read by anqi-edge's [cdc]")
+		if db, err = startMuDB(ctx, dir); err != nil {
+			return nil, "", err
+		}
+		defer db.stop()
+		if err = db.pool.QueryRowContext(ctx, "SELECT VERSION()").Scan(&env.db); err != nil {
+			return nil, "", fmt.Errorf("mariadbd: %w", err)
+		}
+		v, _, _ := strings.Cut(env.db, "-") // 10.11.19-MariaDB-0+deb12u1-log
+		env.db = "MariaDB " + v
+		if fk, err = fake.NewWithDB(fopts, db.pool); err != nil {
+			return nil, "", err
+		}
+	} else {
+		fk = fake.New(fopts)
+	}
+	seedStart := time.Now()
 	users, seeded := fk.Seed(m.users, 1)
 	orders := make([]int64, len(seeded))
 	tokens := make([]string, len(users))
 	for i := range users {
 		orders[i], tokens[i] = seeded[i].ID, fk.Token(users[i].ID, 30*24*time.Hour)
-		for k := range m.messages {
-			fk.AppendMessage(orders[i], fake.Message{SenderID: 1, SenderName: "Studio",
-				Content: fmt.Sprintf("Update %d on your order: the proof is attached; please check the colours, the text size and the delivery date.", k+1)})
-		}
 	}
+	if err = seedOrders(fk, orders, m.messages); err != nil {
+		return nil, "", err
+	}
+	logf("seeded %d orders with %d more messages each in %s", len(orders), m.messages, time.Since(seedStart).Round(time.Millisecond))
 	var bodyBytes int
 	if o, ok := fk.Order(orders[0]); ok {
 		b, _ := json.Marshal(o)
@@ -589,6 +647,9 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 	var replicas []*edge
 	for _, name := range []string{"a", "b"} {
 		s := edgeSpec{name: "mu-" + name, label: "anqi-edge replica " + name, l1: true, redis: true, ttl: m.ttl, keyspace: "mu"}
+		if db != nil {
+			s.cdc = db.cdc
+		}
 		logf("starting %s", s.label)
 		e, err := startEdge(ctx, dir, bin, s, fakeBase, tokenSecret, redisAddr)
 		if err != nil {
@@ -596,6 +657,14 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 		}
 		procs.Add(e.proc)
 		replicas = append(replicas, e)
+	}
+	var admin *adminClient
+	if db != nil {
+		logf("waiting for a replica to stream the binlog")
+		if err = waitCDC(ctx, []string{replicas[0].admin, replicas[1].admin}); err != nil {
+			return nil, "", err
+		}
+		admin = newAdminClient(fakeBase)
 	}
 	logf("starting nginx (%d workers)", runtime.NumCPU())
 	np, nports, err := startNginx(ctx, dir, runtime.NumCPU(), strings.TrimPrefix(fakeBase, "http://"), m.ttl)
@@ -617,13 +686,14 @@ func manyUsersResults(ctx context.Context, o options) (results []*muResult, md s
 	for _, sys := range systems {
 		logf("many users: %s: %d users every %s (±%.0f%%), %.0f sends/s, %.0f admin changes/s, %s warm-up + %s measured",
 			sys.label, m.users, m.interval, 100*m.jitter, m.sendsPerSec, m.adminPerSec, m.warmup, m.duration)
-		r, err := runManyUsers(ctx, m, sys, fk, orders, tokens)
+		r, err := runManyUsers(ctx, m, sys, fk, admin, orders, tokens)
 		if err != nil {
 			return nil, "", err
 		}
-		logf("  %d reads (%d errors), p50 %s p99 %s, upstream detail %.1f/s, stale (a) %d/%d (same replica %d) (b) %d/%d, CPU/request %.1f µs",
+		logf("  %d reads (%d errors), p50 %s p99 %s, upstream detail %.1f/s, stale (a) %d/%d (same replica %d) (b) %d/%d (admin %d/%d), admin changes %d (%d errors), CPU/request %.1f µs",
 			r.reads, r.errors, fmtDur(quantile(r.lat, 0.5)), fmtDur(quantile(r.lat, 0.99)),
-			float64(r.detailCalls)/r.wall.Seconds(), r.ownMissed, r.ownReads, r.ownMissedSame, r.oldMissed, r.oldReads, r.cpuPerRequest())
+			float64(r.detailCalls)/r.wall.Seconds(), r.ownMissed, r.ownReads, r.ownMissedSame, r.oldMissed, r.oldReads,
+			r.adminMissed, r.adminReads, r.adminChanges, r.adminErrors, r.cpuPerRequest())
 		results = append(results, r)
 	}
 	env.loadEnd = loadAvg()
@@ -645,7 +715,11 @@ func muMarkdown(env machine, o options, bodyBytes int, rs []*muResult) string {
 	w("| | |\n|---|---|\n")
 	w("| run | %s |\n", env.date)
 	w("| machine | %d CPUs, %s, %s, %s; load average %s at the start, %s at the end |\n", env.nproc, env.cpu, env.mem, env.kernel, env.loadStart, env.loadEnd)
-	w("| software | %s, %s, %s; anqi-edge %s |\n", env.goVersion, env.nginx, env.redis, env.tree)
+	software := []string{env.goVersion, env.nginx, env.redis}
+	if env.db != "" {
+		software = append(software, env.db+" (binlog ROW, read by anqi-edge's [cdc])")
+	}
+	w("| software | %s; anqi-edge %s |\n", strings.Join(software, ", "), env.tree)
 	w("| command | `%s` |\n", env.command)
 	w("| load | %d users, one order each (~%d B detail), each polls its own order every %s ± %.0f%% (uniform); %.0f messages/s sent "+
 		"through the proxy to random orders as their owner, each followed at once by the sender's own read; admin changes behind the proxy: %s |\n",
@@ -655,17 +729,21 @@ func muMarkdown(env machine, o options, bodyBytes int, rs []*muResult) string {
 	w("| caches | anqi-edge `cache.ttl = %q` (defaults otherwise: `cache.memory.ttl` 5s, stale-while-revalidate 30s), each request to a random replica; "+
 		"nginx `proxy_cache_valid 200 %s`, `proxy_cache_lock on`, key `$host$request_uri$http_token`; fake detail latency %s |\n\n",
 		m.ttl.String(), m.ttl, o.detailLatency)
-	w("| system | reads | errors | client p50 | client p99 | upstream detail calls/s | sends (errors) | server CPU per request | (a) reads after own write missing it | (a) of which through the replica that took the write | (b) reads ≥ %s after a commit missing it | poll start lag p99 |\n", m.staleAfter)
-	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	w("| system | reads | errors | client p50 | client p99 | upstream detail calls/s | sends (errors) | admin changes (errors) | server CPU per request | (a) reads after own write missing it | (a) of which through the replica that took the write | (b) reads ≥ %s after a commit missing it | (b) for admin changes alone | poll start lag p99 |\n", m.staleAfter)
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		cpu := fmt.Sprintf("%.1f µs", r.cpuPerRequest())
 		if r.sideCPU > 0 && r.requestsTotal > 0 {
 			cpu += fmt.Sprintf(" (+ %.1f µs redis-server)", r.sideCPU.Seconds()*1e6/float64(r.requestsTotal))
 		}
-		w("| %s | %d | %d | %s | %s | %.1f | %d (%d) | %s | **%d** of %d (right after the send: %d of %d) | %d | **%d** of %d | %s |\n",
+		adminStale := "–" // no admin changes made
+		if m.adminPerSec > 0 {
+			adminStale = fmt.Sprintf("**%d** of %d", r.adminMissed, r.adminReads)
+		}
+		w("| %s | %d | %d | %s | %s | %.1f | %d (%d) | %d (%d) | %s | **%d** of %d (right after the send: %d of %d) | %d | **%d** of %d | %s | %s |\n",
 			r.system, r.reads, r.errors, fmtDur(quantile(r.lat, 0.5)), fmtDur(quantile(r.lat, 0.99)),
-			float64(r.detailCalls)/r.wall.Seconds(), r.sends, r.sendErrors, cpu,
-			r.ownMissed, r.ownReads, r.rywMissed, r.rywReads, r.ownMissedSame, r.oldMissed, r.oldReads, fmtDur(r.lagP99))
+			float64(r.detailCalls)/r.wall.Seconds(), r.sends, r.sendErrors, r.adminChanges, r.adminErrors, cpu,
+			r.ownMissed, r.ownReads, r.rywMissed, r.rywReads, r.ownMissedSame, r.oldMissed, r.oldReads, adminStale, fmtDur(r.lagP99))
 	}
 	for _, r := range rs {
 		if len(r.lookups) == 0 {
@@ -683,9 +761,10 @@ func muMarkdown(env machine, o options, bodyBytes int, rs []*muResult) string {
 
 func adminNote(perSec float64) string {
 	if perSec <= 0 {
-		return "off (`-mu-admin 0`: needs the fake's DB mode and anqi-edge's CDC, not built yet)"
+		return "off (`-mu-admin 0`: the fake keeps its orders in memory)"
 	}
-	return fmt.Sprintf("%.1f/s via `fake.AppendMessage` (no CDC can see these in the in-memory fake)", perSec)
+	return fmt.Sprintf("%g/s, replies to random orders posted to the fake's admin endpoint, which inserts them into its MariaDB "+
+		"(never through a proxy; committed = the endpoint answered); anqi-edge learns of them from the binlog (`[cdc]`, both replicas, one reading under the lease), nginx only by expiry", perSec)
 }
 
 // scrapeLookups sums anqi_edge_cache_lookups_total over the replicas'

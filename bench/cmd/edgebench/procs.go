@@ -25,6 +25,12 @@ type edgeSpec struct {
 	ttl      time.Duration
 	pprof    bool
 	keyspace string // Redis key prefix, so set-ups never share entries
+	cdc      *cdcDB // [cdc] on this database; nil = off
+}
+
+// cdcDB is the database anqi-edge's [cdc] reads and the account it uses.
+type cdcDB struct {
+	addr, user, password string
 }
 
 // edge is a running anqi-edge.
@@ -44,7 +50,7 @@ func edgeConfig(s edgeSpec, port, adminPort int, upstream, secret, redisAddr str
 	if !s.l1 {
 		maxBytes = "0"
 	}
-	return fmt.Sprintf(`# written by edgebench
+	cfg := fmt.Sprintf(`# written by edgebench
 [server]
 listen = "127.0.0.1:%d"
 shutdown_grace = "2s"
@@ -73,6 +79,24 @@ max_bytes = %s
 [log]
 level = "warn"
 `, port, upstream, addrs, s.keyspace, s.keyspace+":invalidate", adminPort, s.pprof, secret, s.ttl.String(), maxBytes)
+	if s.cdc != nil {
+		// The fake's tables (fake.Schema), as docs/cdc.md configures AnqiCMS's.
+		cfg += fmt.Sprintf(`
+[cdc]
+addr = %q
+user = %q
+password = %q
+
+[[cdc.table]]
+name = "communication_orders"
+order_column = "id"
+
+[[cdc.table]]
+name = "communication_messages"
+order_column = "comm_order_id"
+`, s.cdc.addr, s.cdc.user, s.cdc.password)
+	}
+	return cfg
 }
 
 // startEdge writes the config of s and starts anqi-edge with it.

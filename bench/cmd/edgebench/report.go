@@ -29,6 +29,7 @@ type machine struct {
 	nginx     string
 	wrk       string
 	redis     string
+	db        string // the many-user workload's database server, when it runs one
 	command   string
 	tree      string // git commit of the benchmarked tree
 	loadStart string // /proc/loadavg 1-minute figure at the start and the end
