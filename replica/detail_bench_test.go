@@ -190,7 +190,7 @@ func BenchmarkDetail_RedisHitConcurrent(b *testing.B) {
 		c.Redis.Addrs = []string{addr}
 		c.Redis.KeyPrefix = "bench" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	})
-	e.server(b, "")() // the fill
+	e.server(b, "")()    // the fill
 	b.SetParallelism(32) // x GOMAXPROCS goroutines
 	b.ReportAllocs()
 	b.ResetTimer()
