@@ -49,10 +49,10 @@ var lookupPool = sync.Pool{New: func() any {
 }}
 
 // readers builds the client that carries lookups (see above): the
-// autopipeliner when go-redis can build one, else c itself.
-func readers(c redis.UniversalClient) redis.UniversalClient {
-	if c == nil {
-		return nil
+// autopipeliner when asked for and go-redis can build one, else c itself.
+func readers(c redis.UniversalClient, pipeline bool) redis.UniversalClient {
+	if c == nil || !pipeline {
+		return c
 	}
 	if ap, err := c.AutoPipeline(); err == nil {
 		return ap

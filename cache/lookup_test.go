@@ -2,7 +2,13 @@ package cache
 
 import (
 	"errors"
+	"strconv"
+	"sync"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"anqi-edge/internal/redistest"
 )
 
 // A raw MGET reply the lookup does not fully understand must be a failed
@@ -68,4 +74,49 @@ func FuzzParseMGet(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Both ways of sending lookups read the same entries: what one replica
+// filled, the other (autopipelined or not) serves, and an invalidation is
+// seen by both. Many goroutines read at once so batches form.
+func TestRedis_LookupsWithAndWithoutAutopipelineReadTheSameEntries(t *testing.T) {
+	addr := redistest.Shared(t)
+	a, b := pair(t, []string{addr}, false, func(o *RedisOptions) {
+		o.NoAutopipeline = o.ReplicaID == "B"
+	})
+	if _, piped := a.r.reads.(*redis.AutoPipeliner); !piped {
+		t.Fatal("replica A does not autopipeline its lookups")
+	}
+	if b.r.reads != b.r.c {
+		t.Fatal("replica B (autopipeline off) does not use its plain client")
+	}
+	keys := make([]Key, 20)
+	for i := range keys {
+		keys[i] = testKey(int64(100+i), "u1")
+		fill(t, a, keys[i], "body-"+strconv.Itoa(i))
+	}
+	var wg sync.WaitGroup
+	for _, tr := range []*tier{a, b} {
+		for w := range 16 {
+			wg.Go(func() {
+				for i := range 50 {
+					k := keys[(w+i)%len(keys)]
+					e, _, err := tr.r.Get(ctxT(t), k)
+					if err != nil || e == nil || string(e.Body) != "body-"+strconv.Itoa(int(k.Order-100)) {
+						t.Errorf("replica %s order %d: entry %v, err %v", tr.r.o.ReplicaID, k.Order, e != nil, err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if _, err := b.r.Invalidate(ctxT(t), 105); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []*tier{a, b} {
+		if body, ok := get(t, tr, keys[5]); ok {
+			t.Fatalf("replica %s still reads invalidated order 105: %q", tr.r.o.ReplicaID, body)
+		}
+	}
 }

@@ -57,6 +57,9 @@ type RedisOptions struct {
 	// QueueMax bounds invalidations queued during an outage (10000); beyond
 	// it the replica bumps the global epoch instead.
 	QueueMax int
+	// NoAutopipeline sends each lookup on its own pooled connection
+	// instead of through go-redis's autopipeliner (see lookup.go).
+	NoAutopipeline bool
 	// OnRemoteInvalidate drops an order from L1 when another replica
 	// invalidated it; OnClear drops all of L1 (subscription re-established,
 	// epoch moved, Redis found to have lost its data).
@@ -325,7 +328,7 @@ func NewRedis(o RedisOptions) *Redis {
 		restartK:   sameSlotKey(o.Prefix+":epoch", ":restarted"),
 		epochInGet: !cluster,
 		cluster:    cluster,
-		reads:      readers(o.Client),
+		reads:      readers(o.Client, !o.NoAutopipeline),
 	}
 	r.ev.Store(&epochView{})
 	return r

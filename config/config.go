@@ -132,6 +132,12 @@ type Redis struct {
 	// InvalidationQueue is how many order ids are queued for Redis while it
 	// is unreachable. Default 10000.
 	InvalidationQueue int `toml:"invalidation_queue"`
+	// Autopipeline sends the cache lookups that concurrent requests make
+	// while one batch is on the wire as the next batch, one round trip
+	// for many (go-redis's autopipeliner, which go-redis marks
+	// experimental: false goes back to one pooled connection per
+	// lookup). Default true.
+	Autopipeline bool `toml:"autopipeline"`
 
 	// --- Redis over TLS (issue 12) ---
 
@@ -334,6 +340,7 @@ func Default() *Config {
 			BreakerFailures:   5,
 			BreakerCooldown:   Duration{1 * time.Second},
 			InvalidationQueue: 10000,
+			Autopipeline:      true,
 		},
 		Admin: Admin{
 			Listen: "127.0.0.1:9090",

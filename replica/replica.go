@@ -104,6 +104,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 			BreakerFailures: cfg.Redis.BreakerFailures,
 			BreakerCooldown: cfg.Redis.BreakerCooldown.Duration,
 			QueueMax:        cfg.Redis.InvalidationQueue,
+			NoAutopipeline:  !cfg.Redis.Autopipeline,
 		}
 	}
 	r.tiers = cache.NewTiers(to)
