@@ -154,6 +154,14 @@ type Redis struct {
 	pending    map[int64]struct{}
 	bumpEpoch  bool
 	subscribed atomic.Bool
+
+	// Confirmed invalidations (confirm.go): ackSeq numbers this replica's
+	// requests for confirmation, confirms holds the writers waiting (under
+	// confirmMu), acks queues the acks this replica owes other writers.
+	ackSeq    atomic.Uint64
+	confirmMu sync.Mutex
+	confirms  map[uint64]*confirmation
+	acks      chan ack
 }
 
 // epochView is an epoch and the number of moves this replica made to reach
@@ -277,6 +285,8 @@ redis.call('SET', KEYS[1], s)
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. 'e:' .. s .. ':' .. ARGV[3])
 return s`)
 	// KEYS: gen, index. ARGV: gen ttl ms, channel, message.
+	// Returns how many subscribers the message reached (PUBLISH's answer):
+	// a writer that asked for confirmation waits for that many acks.
 	// A missing counter restarts at the clock, never at 1 (see getScript).
 	// The entry keys come from the index and share the {o:N} tag, so they
 	// live in the same cluster slot as the declared keys.
@@ -290,8 +300,7 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KE
 local ks = redis.call('SMEMBERS', KEYS[2])
 for i = 1, #ks, 500 do redis.call('DEL', unpack(ks, i, math.min(i + 499, #ks))) end
 redis.call('DEL', KEYS[2])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1`)
+return redis.call('PUBLISH', ARGV[2], ARGV[3])`)
 )
 
 // NewRedis wraps a client. Call Run to start the subscription and the
@@ -331,6 +340,7 @@ func NewRedis(o RedisOptions) *Redis {
 		reads:      readers(o.Client, !o.NoAutopipeline),
 	}
 	r.ev.Store(&epochView{})
+	r.acks = make(chan ack, ackQueue)
 	return r
 }
 
@@ -620,27 +630,63 @@ func (r *Redis) FillEntry(ctx context.Context, k Key, e *Entry, gen int64, ttl t
 // replica. When Redis cannot be reached the invalidation is queued (queued
 // = true) and applied before this replica reads Redis again.
 func (r *Redis) Invalidate(ctx context.Context, order int64) (queued bool, err error) {
-	if r.blocked.Load() || !r.brk.allow(time.Now().UnixNano()) {
-		r.enqueue(order)
-		return true, nil
-	}
-	if err := r.invalidate(ctx, order); err != nil {
-		r.enqueue(order)
-		return true, err
-	}
-	return false, nil
+	queued, _, err = r.invalidateOrder(ctx, order, false)
+	return queued, err
 }
 
-func (r *Redis) invalidate(ctx context.Context, order int64) error {
+// InvalidateConfirmed is Invalidate whose message asks every replica it
+// reaches to acknowledge, once it has dropped its L1 copy; the caller
+// waits for them with the Confirmation's Wait (see confirm.go). The
+// Confirmation is nil when there is nothing to wait for: the invalidation
+// was queued (Redis skipped or failing; err says which), this replica is
+// not subscribed (it would hear no ack), or the tier is a Redis Cluster,
+// whose PUBLISH cannot count the subscribers it reached.
+func (r *Redis) InvalidateConfirmed(ctx context.Context, order int64) (queued bool, c *Confirmation, err error) {
+	return r.invalidateOrder(ctx, order, true)
+}
+
+func (r *Redis) invalidateOrder(ctx context.Context, order int64, confirm bool) (queued bool, c *Confirmation, err error) {
+	if r.blocked.Load() || !r.brk.allow(time.Now().UnixNano()) {
+		r.enqueue(order)
+		return true, nil, nil
+	}
+	// Acks reach this replica over its subscription: without one, none
+	// would be heard.
+	var w *confirmation
+	if _, cluster := r.c.(*redis.ClusterClient); confirm && !cluster && r.subscribed.Load() {
+		w = r.expect() // before the message goes out
+	}
+	n, err := r.invalidate(ctx, order, w)
+	if err != nil {
+		if w != nil {
+			r.forget(w)
+		}
+		r.enqueue(order)
+		return true, nil, err
+	}
+	if w == nil {
+		return false, nil, nil
+	}
+	w.reached(n)
+	return false, &Confirmation{w}, nil
+}
+
+// invalidate runs the invalidate script and returns how many subscribers
+// its message reached. With a waiter w, the message asks for
+// confirmation under w's sequence number.
+func (r *Redis) invalidate(ctx context.Context, order int64, w *confirmation) (int64, error) {
 	tag := r.tag(order)
 	msg := r.msgHead + "o:" + strconv.FormatInt(order, 10) + ":" + r.o.ReplicaID
-	err := invalidateScript.Run(ctx, r.c, []string{tag + ":g", tag + ":i"},
-		genTTL.Milliseconds(), r.o.Channel, msg).Err()
+	if w != nil {
+		msg += ":" + strconv.FormatUint(w.seq, 10)
+	}
+	n, err := invalidateScript.Run(ctx, r.c, []string{tag + ":g", tag + ":i"},
+		genTTL.Milliseconds(), r.o.Channel, msg).Int64()
 	r.result("invalidate", err)
 	if err != nil {
-		return fmt.Errorf("redis invalidate order %d: %w", order, err)
+		return 0, fmt.Errorf("redis invalidate order %d: %w", order, err)
 	}
-	return nil
+	return n, nil
 }
 
 func (r *Redis) enqueue(order int64) {
@@ -716,7 +762,7 @@ func (r *Redis) applyQueued(ctx context.Context, orders map[int64]struct{}, bump
 		return err == nil
 	}
 	for o := range orders {
-		if err := r.invalidate(ctx, o); err != nil {
+		if _, err := r.invalidate(ctx, o, nil); err != nil {
 			return false
 		}
 		delete(orders, o)
@@ -967,15 +1013,20 @@ func (r *Redis) refreshEpoch(ctx context.Context, force bool) error {
 	return nil
 }
 
-// Run keeps the subscription alive, drains the queue, probes Redis while
-// the breaker is open, and checks once a second whether Redis lost or
-// rolled back its data. It returns when ctx is done.
+// Run keeps the subscription alive, drains the queue, sends the acks this
+// replica owes other writers, probes Redis while the breaker is open, and
+// checks once a second whether Redis lost or rolled back its data. It
+// returns when ctx is done.
 func (r *Redis) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		r.maintain(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		r.sendAcks(ctx)
 	}()
 	r.subscribe(ctx)
 	wg.Wait()
@@ -1049,7 +1100,10 @@ func (r *Redis) checkEpochAndIncarnation(ctx context.Context) {
 // the epoch re-read.
 func (r *Redis) subscribe(ctx context.Context) {
 	var mu sync.Mutex // guards ps against the closer below
-	ps := r.c.Subscribe(ctx, r.o.Channel)
+	// One connection hears both the invalidations and the acks of this
+	// replica's own confirmed invalidations (confirm.go).
+	channels := []string{r.o.Channel, r.ackChannel(r.o.ReplicaID)}
+	ps := r.c.Subscribe(ctx, channels...)
 	// A blocked receive does not watch ctx; closing the subscription does
 	// unblock it.
 	stop := context.AfterFunc(ctx, func() {
@@ -1086,7 +1140,7 @@ func (r *Redis) subscribe(ctx context.Context) {
 					err = errNoPong
 					mu.Lock()
 					ps.Close()
-					ps = r.c.Subscribe(ctx, r.o.Channel)
+					ps = r.c.Subscribe(ctx, channels...)
 					mu.Unlock()
 				}
 			}
@@ -1103,7 +1157,9 @@ func (r *Redis) subscribe(ctx context.Context) {
 		awaitingPong = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind != "subscribe" {
+			// The ack channel is confirmed by the same SUBSCRIBE, right
+			// after: only the invalidation channel's confirmation counts.
+			if m.Kind != "subscribe" || m.Channel != r.o.Channel {
 				continue
 			}
 			if !clean {
@@ -1136,35 +1192,84 @@ func (r *Redis) lost(err error) {
 }
 
 // handle applies one pub/sub message: the publishing deployment's quoted
-// key prefix (msgHead), then "o:ORDER:REPLICA" or "e:EPOCH:REPLICA".
+// key prefix (msgHead), then one of (see parseMessage)
+//
+//	o:ORDER:REPLICA       an invalidation
+//	o:ORDER:REPLICA:SEQ   an invalidation whose writer waits for acks
+//	e:EPOCH:REPLICA       an epoch move
+//	a:SEQ:REPLICA         an ack of REPLICA's invalidation SEQ
+//
 // Messages of another deployment sharing the channel are ignored: its
 // orders and epochs are another key space.
 func (r *Redis) handle(payload string) {
-	body, ok := strings.CutPrefix(payload, r.msgHead)
+	m, ok := parseMessage(payload, r.msgHead)
 	if !ok {
 		return
+	}
+	switch m.kind {
+	case "o":
+		if m.replica == r.o.ReplicaID {
+			// Our own: L1 was invalidated before publishing. Its coming
+			// back is our own ack: the script counted this subscription
+			// among the receivers.
+			if m.seq != 0 {
+				r.acked(m.seq)
+			}
+			return
+		}
+		r.m.Invalidations.WithLabelValues("pubsub").Inc()
+		// The originating replica logged it at info; here it is an echo.
+		r.log.Debug("order invalidated by another replica", "order", m.num, "site", "*", "source", "pubsub", "replica", m.replica)
+		r.o.OnRemoteInvalidate(m.num)
+		// Only now: the ack promises that L1 no longer serves the order
+		// and its watchers were woken.
+		if m.seq != 0 {
+			r.queueAck(ack{writer: m.replica, seq: m.seq})
+		}
+	case "e":
+		r.setEpoch(m.num) // ignored unless above the epoch in use
+	case "a":
+		if m.replica == r.o.ReplicaID && m.num > 0 {
+			r.acked(uint64(m.num))
+		}
+	}
+}
+
+// message is one parsed pub/sub message (see handle).
+type message struct {
+	kind    string
+	num     int64 // the order, the epoch, or the acked SEQ
+	replica string
+	seq     uint64 // an invalidation's request for an ack; 0 = none
+}
+
+// parseMessage reads a message of the deployment whose messages start with
+// head. An invalidation's SEQ follows its replica id, so replicas that
+// predate acks read "REPLICA:SEQ" as a replica id that is not theirs and
+// apply the invalidation as before (replica ids hold no ':' followed by
+// digits only). An invalidation whose SEQ does not read is still applied,
+// just not acked.
+func parseMessage(payload, head string) (m message, ok bool) {
+	body, ok := strings.CutPrefix(payload, head)
+	if !ok {
+		return m, false
 	}
 	kind, rest, _ := strings.Cut(body, ":")
 	num, replica, ok := strings.Cut(rest, ":")
 	if !ok {
-		return
+		return m, false
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil {
-		return
+		return m, false
 	}
-	switch kind {
-	case "o":
-		if replica == r.o.ReplicaID {
-			return // our own: L1 was invalidated before publishing
+	m = message{kind: kind, num: n, replica: replica}
+	if i := strings.LastIndexByte(replica, ':'); kind == "o" && i >= 0 {
+		if seq, err := strconv.ParseUint(replica[i+1:], 10, 64); err == nil && seq > 0 {
+			m.replica, m.seq = replica[:i], seq
 		}
-		r.m.Invalidations.WithLabelValues("pubsub").Inc()
-		// The originating replica logged it at info; here it is an echo.
-		r.log.Debug("order invalidated by another replica", "order", n, "site", "*", "source", "pubsub", "replica", replica)
-		r.o.OnRemoteInvalidate(n)
-	case "e":
-		r.setEpoch(n) // ignored unless above the epoch in use
 	}
+	return m, true
 }
 
 // Status is what /readyz reports about Redis.

@@ -96,9 +96,13 @@ type TiersOptions struct {
 	RedisBudget time.Duration
 	// Wait is how long a caller waits for a flight before giving up (10s);
 	// make it longer than the loader's own timeout plus two RedisBudgets.
-	Wait    time.Duration
-	Metrics *metrics.Metrics
-	Log     *slog.Logger
+	Wait time.Duration
+	// ConfirmTimeout bounds how long InvalidateConfirmed waits for the
+	// other replicas to confirm (cache.invalidate_confirm_timeout). Unlike
+	// the other fields, zero is no default: it means "do not wait".
+	ConfirmTimeout time.Duration
+	Metrics        *metrics.Metrics
+	Log            *slog.Logger
 }
 
 // Tiers is the load story: Get looks in L1, then (one flight per key) in
@@ -130,6 +134,11 @@ type Tiers struct {
 
 	watchMu  sync.RWMutex
 	watchers []func(order int64)
+
+	// confirmTimeout (nanoseconds) is swapped by a reload; confirmLogNext
+	// (unix nanos) rate-limits the log line of a confirmation that timed out.
+	confirmTimeout atomic.Int64
+	confirmLogNext atomic.Int64
 }
 
 // NewTiers builds the tiers. L1 is required.
@@ -149,6 +158,7 @@ func NewTiers(o TiersOptions) *Tiers {
 	t := &Tiers{l1: o.L1, budget: o.RedisBudget, wait: o.Wait,
 		m: o.Metrics, log: o.Log, refreshing: map[Key]struct{}{}}
 	t.SetPolicy(o.Policy)
+	t.SetConfirmTimeout(o.ConfirmTimeout)
 	if o.Redis != nil {
 		ro := *o.Redis
 		ro.OnRemoteInvalidate, ro.OnClear = t.Remote, t.Clear
@@ -173,6 +183,10 @@ func (t *Tiers) Policy() Policy { return *t.policy.Load() }
 // SetPolicy replaces the freshness policy (a reload); entries already
 // stored are judged by the new one from the next read on.
 func (t *Tiers) SetPolicy(p Policy) { t.policy.Store(&p) }
+
+// SetConfirmTimeout replaces InvalidateConfirmed's bound (a reload); 0 =
+// do not wait.
+func (t *Tiers) SetConfirmTimeout(d time.Duration) { t.confirmTimeout.Store(int64(max(d, 0))) }
 
 // Get returns key's answer. A fresh L1 entry returns at once and without
 // allocating; a stale one is returned while one background refresh runs;
@@ -535,13 +549,53 @@ func (t *Tiers) notify(order int64) {
 // generation; the second bump, after Redis has dropped the entry, voids
 // anything stored in that window.
 func (t *Tiers) Invalidate(ctx context.Context, order int64) (queued bool, err error) {
+	return t.invalidate(ctx, order, false)
+}
+
+// InvalidateConfirmed is Invalidate for a write through the proxy, whose
+// writer's next read may go through any replica: once the order is dropped
+// here and in Redis, it waits (at most the confirm timeout, or until ctx
+// ends) until every replica its message reached has dropped its L1 copy
+// too (see confirm.go). It does not wait when there is nothing to wait for:
+// no Redis, Redis skipped or failing (the invalidation is queued), Redis
+// Cluster, or a timeout of 0. Either way the order is invalidated exactly
+// as Invalidate does; the outcome of the wait is counted, not returned: a
+// write is never failed for it.
+func (t *Tiers) InvalidateConfirmed(ctx context.Context, order int64) (queued bool, err error) {
+	return t.invalidate(ctx, order, true)
+}
+
+func (t *Tiers) invalidate(ctx context.Context, order int64, confirm bool) (queued bool, err error) {
+	bound := time.Duration(t.confirmTimeout.Load())
+	var c *Confirmation
 	t.l1.Invalidate(order)
 	if t.redis != nil {
-		queued, err = t.redis.Invalidate(ctx, order)
+		if confirm && bound > 0 {
+			queued, c, err = t.redis.InvalidateConfirmed(ctx, order)
+		} else {
+			queued, err = t.redis.Invalidate(ctx, order)
+		}
 		t.l1.Invalidate(order)
 	}
 	t.notify(order)
+	if confirm {
+		// Last: this replica and its watchers need not wait for the others.
+		res := c.Wait(ctx, bound)
+		t.m.InvalidationConfirms.WithLabelValues(res.String()).Inc()
+		if res == ConfirmTimeout && t.allowConfirmLog() {
+			t.log.Debug("not every replica confirmed an invalidation in time (one predating acks, or a subscriber that is no replica); answering anyway",
+				"order", order, "receivers", c.Received(), "waited", bound, "ctx_err", ctx.Err())
+		}
+	}
 	return queued, err
+}
+
+// allowConfirmLog lets one confirmation-timeout line through per second: a
+// rolling upgrade times out every write for a while.
+func (t *Tiers) allowConfirmLog() bool {
+	now := time.Now().UnixNano()
+	n := t.confirmLogNext.Load()
+	return now >= n && t.confirmLogNext.CompareAndSwap(n, now+int64(time.Second))
 }
 
 // Remote applies an invalidation another replica published: Redis has

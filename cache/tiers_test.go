@@ -62,6 +62,7 @@ type tiersOpts struct {
 	policy  Policy
 	l1TTL   time.Duration
 	wait    time.Duration
+	confirm time.Duration // cache.invalidate_confirm_timeout
 }
 
 func newTestTiers(t *testing.T, o tiersOpts) *Tiers {
@@ -76,7 +77,7 @@ func newTestTiers(t *testing.T, o tiersOpts) *Tiers {
 	if err != nil {
 		t.Fatal(err)
 	}
-	to := TiersOptions{L1: l1, Policy: o.policy, Wait: o.wait, Metrics: metrics.New(l1.Size), Log: discardLog}
+	to := TiersOptions{L1: l1, Policy: o.policy, Wait: o.wait, ConfirmTimeout: o.confirm, Metrics: metrics.New(l1.Size), Log: discardLog}
 	var c redis.UniversalClient
 	if o.redis != nil {
 		c = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: o.redis, DialTimeout: 250 * time.Millisecond,

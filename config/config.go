@@ -181,6 +181,11 @@ type Auth struct {
 	SiteSecrets map[string]string `toml:"site_secrets"`
 }
 
+// MaxInvalidateConfirmTimeout caps cache.invalidate_confirm_timeout: a
+// write's whole invalidation runs within one second (proxy.WriteHooks), so
+// a longer wait could never be had.
+const MaxInvalidateConfirmTimeout = time.Second
+
 // Cache is the freshness policy of cached order details.
 type Cache struct {
 	// TTL is how long an entry is fresh. Default 30s.
@@ -197,6 +202,12 @@ type Cache struct {
 	// Jitter spreads expiry by up to ±Jitter×TTL, fraction in [0, 0.5].
 	// Default 0.1.
 	Jitter float64 `toml:"jitter"`
+	// InvalidateConfirmTimeout is how long a write through the proxy
+	// waits, before its answer goes back, for the other replicas to confirm
+	// they dropped their copies of the order (read-your-writes across
+	// replicas); 0 = do not wait. At most 1s, the write's invalidation
+	// budget. Default 200ms.
+	InvalidateConfirmTimeout Duration `toml:"invalidate_confirm_timeout"`
 	// Memory is the in-process L1.
 	Memory Memory `toml:"memory"`
 }
@@ -349,10 +360,11 @@ func Default() *Config {
 			RenewWindow: Duration{1 * time.Hour},
 		},
 		Cache: Cache{
-			TTL:                  Duration{30 * time.Second},
-			StaleWhileRevalidate: Duration{30 * time.Second},
-			StaleIfError:         Duration{10 * time.Minute},
-			Jitter:               0.1,
+			TTL:                      Duration{30 * time.Second},
+			StaleWhileRevalidate:     Duration{30 * time.Second},
+			StaleIfError:             Duration{10 * time.Minute},
+			Jitter:                   0.1,
+			InvalidateConfirmTimeout: Duration{200 * time.Millisecond},
 			Memory: Memory{
 				MaxBytes: 256 * MiB,
 				TTL:      Duration{5 * time.Second},

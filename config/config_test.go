@@ -66,6 +66,7 @@ func TestDefault_MatchesDesignTable(t *testing.T) {
 		{"redis.breaker_cooldown", c.Redis.BreakerCooldown, dur("1s")},
 		{"redis.invalidation_queue", c.Redis.InvalidationQueue, 10000},
 		{"cache.jitter", c.Cache.Jitter, 0.1},
+		{"cache.invalidate_confirm_timeout", c.Cache.InvalidateConfirmTimeout, dur("200ms")},
 		{"watch.max_wait", c.Watch.MaxWait, dur("30s")},
 		{"watch.heartbeat", c.Watch.Heartbeat, dur("15s")},
 		{"watch.max_watchers", c.Watch.MaxWatchers, 10000},
@@ -238,6 +239,8 @@ func TestParse_Errors(t *testing.T) {
 		{"redis cluster with db", "[redis]\ncluster = true\ndb = 2", nil, []string{"redis.db", "2"}},
 		{"jitter too big", "[cache]\njitter = 0.6", nil, []string{"cache.jitter", "0.6"}},
 		{"jitter negative", "[cache]\njitter = -0.1", nil, []string{"cache.jitter", "-0.1"}},
+		{"confirm timeout negative", "[cache]\ninvalidate_confirm_timeout = \"-1ms\"", nil, []string{"cache.invalidate_confirm_timeout", `"-1ms"`}},
+		{"confirm timeout past the write's budget", "[cache]\ninvalidate_confirm_timeout = \"2s\"", nil, []string{"cache.invalidate_confirm_timeout", `"2s"`}},
 		{"log level", "[log]\nlevel = \"verbose\"", nil, []string{"log.level", `"verbose"`}},
 		{"log format", "[log]\nformat = \"xml\"", nil, []string{"log.format", `"xml"`}},
 		{"max watchers", "[watch]\nmax_watchers = 0", nil, []string{"watch.max_watchers", "0"}},
@@ -367,6 +370,7 @@ func TestParse_EnvOverrides(t *testing.T) {
 		{"bool", "ANQI_EDGE_REDIS_CLUSTER=true", func(c *Config) any { return c.Redis.Cluster }, true},
 		{"int", "ANQI_EDGE_WATCH_MAX_PER_IDENTITY=4", func(c *Config) any { return c.Watch.MaxPerIdentity }, 4},
 		{"float", "ANQI_EDGE_CACHE_JITTER=0.25", func(c *Config) any { return c.Cache.Jitter }, 0.25},
+		{"duration", "ANQI_EDGE_CACHE_INVALIDATE_CONFIRM_TIMEOUT=0s", func(c *Config) any { return c.Cache.InvalidateConfirmTimeout.Duration }, time.Duration(0)},
 		{"other env ignored", "HOME=/root", func(c *Config) any { return c.Upstream.URL }, "http://file:8001"},
 	}
 	for _, tt := range tests {

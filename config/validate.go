@@ -68,6 +68,9 @@ func (c *Config) Validate() error {
 	if j := c.Cache.Jitter; !(j >= 0 && j <= 0.5) { // also rejects NaN
 		v.fail("cache.jitter", "must be between 0 and 0.5, got %v", j)
 	}
+	if d := c.Cache.InvalidateConfirmTimeout.Duration; d < 0 || d > MaxInvalidateConfirmTimeout {
+		v.fail("cache.invalidate_confirm_timeout", "must be between 0s and %s, got %q", MaxInvalidateConfirmTimeout, c.Cache.InvalidateConfirmTimeout)
+	}
 	if c.Cache.Memory.MaxBytes < 0 {
 		v.fail("cache.memory.max_bytes", "must be >= 0, got %q", c.Cache.Memory.MaxBytes)
 	}

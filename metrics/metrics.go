@@ -50,6 +50,13 @@ type Metrics struct {
 	WatchEvents     prometheus.Counter     // SSE events and long-poll answers sent after a change
 	WatchRejected   *prometheus.CounterVec // reason (global, identity)
 
+	// InvalidationConfirms: writes through the proxy that waited for the
+	// other replicas to confirm their invalidation, by result (confirmed,
+	// timeout, skipped). InvalidationAcks: acks this replica owed other
+	// writers, by result (sent, dropped, error).
+	InvalidationConfirms *prometheus.CounterVec
+	InvalidationAcks     *prometheus.CounterVec
+
 	// Hot-path series, resolved once.
 	DetailHit, DetailMiss, DetailStale, DetailBypass prometheus.Counter
 	L1Hit, L1Stale, L1Miss                           prometheus.Counter
@@ -83,6 +90,8 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	m.Collapsed = counter("singleflight_collapsed_total", "Detail misses that waited for another request's upstream call instead of making their own.")
 	m.Fills = counterVec("cache_fills_total", "Cache writes by tier and result: stored, or why not (dropped_generation: an invalidation overtook the fill; redis also dropped_epoch, dropped_reset, dropped_cap, skipped_breaker, skipped_nogen, error).", "tier", "result")
 	m.Invalidations = counterVec("invalidations_total", "Order invalidations by source.", "source")
+	m.InvalidationConfirms = counterVec("invalidation_confirm_total", "Invalidations of writes through the proxy by how waiting for the other replicas' acks ended: confirmed, timeout (cache.invalidate_confirm_timeout passed), skipped (nothing to wait for).", "result")
+	m.InvalidationAcks = counterVec("invalidation_acks_total", "Acks of other replicas' confirmed invalidations by result: sent, dropped (queue full or Redis skipped), error.", "result")
 	m.HookErrors = counterVec("write_hook_errors_total", "Writes whose order id could not be read; they were refused before reaching AnqiCMS.", "reason")
 	m.RedisErrors = counterVec("redis_errors_total", "Failed Redis calls by operation.", "op")
 	m.RedisBreaker = gauge("redis_breaker_state", "Redis circuit breaker: 0 closed, 1 open (Redis skipped), 2 half-open (probing).")
@@ -99,7 +108,8 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	for _, c := range []prometheus.Collector{m.Requests, m.DetailResults, m.TierResults, m.UpstreamCalls,
 		m.UpstreamLatency, m.Collapsed, m.Fills, m.Invalidations, m.HookErrors, m.RedisErrors,
 		m.RedisBreaker, m.RedisPending, m.RedisEpoch, m.PubSubUp, m.L1Clears, m.Panics,
-		m.Watchers, m.WatchWakeups, m.WatchEvents, m.WatchRejected} {
+		m.Watchers, m.WatchWakeups, m.WatchEvents, m.WatchRejected,
+		m.InvalidationConfirms, m.InvalidationAcks} {
 		f(c)
 	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "l1_bytes",
@@ -138,6 +148,12 @@ func New(l1 func() (bytes, entries int64)) *Metrics {
 	}
 	for _, k := range []string{"longpoll", "sse"} {
 		m.Watchers.WithLabelValues(k)
+	}
+	for _, r := range []string{"confirmed", "timeout", "skipped"} {
+		m.InvalidationConfirms.WithLabelValues(r)
+	}
+	for _, r := range []string{"sent", "dropped", "error"} {
+		m.InvalidationAcks.WithLabelValues(r)
 	}
 	m.Collapsed.Add(0)
 	return m

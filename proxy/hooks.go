@@ -16,8 +16,11 @@ import (
 
 // WriteHooks forwards the writes that change an order and, once AnqiCMS
 // has accepted one (HTTP 200, code 0), invalidates that order before the
-// answer goes back, so the writer's next read sees the change. A write whose
-// outcome is unknown (no answer: timeout, reset) invalidates too.
+// answer goes back, so the writer's next read sees the change, through any
+// replica: the invalidation waits (bounded by
+// cache.invalidate_confirm_timeout) until the other replicas confirm they
+// dropped their copies. A write whose outcome is unknown (no answer:
+// timeout, reset) invalidates too.
 type WriteHooks struct {
 	// rules is swapped whole by a reload.
 	rules atomic.Pointer[[]hookRule]
@@ -25,7 +28,8 @@ type WriteHooks struct {
 	inv   Invalidator
 	m     *metrics.Metrics
 	log   *slog.Logger
-	// budget bounds the invalidation, which the client waits for.
+	// budget bounds the invalidation, which the client waits for (the
+	// confirmation wait included, hence its cap).
 	budget time.Duration
 	logged logLimiter
 }
@@ -37,14 +41,15 @@ type hookRule struct {
 	refusal []byte
 }
 
-// Invalidator drops an order everywhere (cache.Tiers).
+// Invalidator drops an order everywhere and waits, within its own bound,
+// for the other replicas to confirm (cache.Tiers).
 type Invalidator interface {
-	Invalidate(ctx context.Context, order int64) (queued bool, err error)
+	InvalidateConfirmed(ctx context.Context, order int64) (queued bool, err error)
 }
 
 // NewWriteHooks compiles the [[invalidate]] rules.
 func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, inv Invalidator, m *metrics.Metrics, log *slog.Logger) *WriteHooks {
-	w := &WriteHooks{up: up, inv: inv, m: m, log: log, budget: time.Second}
+	w := &WriteHooks{up: up, inv: inv, m: m, log: log, budget: config.MaxInvalidateConfirmTimeout}
 	w.SetRules(rules)
 	return w
 }
@@ -142,7 +147,7 @@ func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, orders []int64, path s
 	var sb [128]byte
 	site := anqicms.SiteHost(sb[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
 	for _, order := range orders {
-		queued, err := w.inv.Invalidate(ictx, order)
+		queued, err := w.inv.InvalidateConfirmed(ictx, order)
 		w.m.Invalidations.WithLabelValues("write").Inc()
 		w.log.Info("order invalidated", "order", order, "site", string(site), "source", "write", "path", path,
 			"queued", queued, "err", err)

@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"anqi-edge/anqicms/fake"
@@ -168,6 +169,14 @@ func TestInvalidate_ClusterKeepsReadYourWritesAndReplicasInSync(t *testing.T) {
 		edgetest.Subscribed(t, env.Admin, bAdmin)
 		testTwoReplicas(t, env, bURL, bAdmin, tok)
 		invNoRedisErrors(t, env.Admin, bAdmin)
+		// PUBLISH on a cluster counts one node's subscribers only: the
+		// writes did not wait for a count that means nothing.
+		if n := edgetest.Metric(t, env.Admin, "anqi_edge_invalidation_confirm_total", `result="skipped"`); n == 0 {
+			t.Error("writes on a cluster were not counted as skipped")
+		}
+		if n := edgetest.Metric(t, env.Admin, "anqi_edge_invalidation_confirm_total", `result="timeout"`); n != 0 {
+			t.Errorf("writes on a cluster waited and timed out %v times", n)
+		}
 	})
 }
 
@@ -391,6 +400,93 @@ func testTwoReplicas(t *testing.T, env *edgetest.Env, bURL, bAdmin, tok string) 
 	time.Sleep(100 * time.Millisecond)
 	if d := invRead(t, env.URL, order, tok); d.xcache == "HIT" {
 		t.Fatalf("A's read 100ms after a purge on B is still a HIT (of %d messages)", len(old.messages))
+	}
+}
+
+// Read-your-writes across replicas: a write through A is answered only
+// once B has dropped its copy, so the writer's next read through B shows
+// it. Many rounds, so a race between B's pub/sub handling and A's answer
+// would show.
+func TestInvalidate_WriteThroughOneReplicaIsInTheNextReadThroughAnother(t *testing.T) {
+	// The largest bound: a slow machine should confirm, not time out.
+	edit := func(c *config.Config) { c.Cache.InvalidateConfirmTimeout = config.Duration{Duration: time.Second} }
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, edit)
+	b, bURL, bAdmin := env.Replica(t, edit)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
+	const order, rounds = 1, 200
+	heard := b.Metrics().Invalidations.WithLabelValues("pubsub")
+	confirmed := env.Edge.Metrics().InvalidationConfirms.WithLabelValues("confirmed")
+	for i := range rounds {
+		invWarm(t, bURL, order, tok)
+		heardBefore, confirmedBefore := testutil.ToFloat64(heard), testutil.ToFloat64(confirmed)
+		content := fmt.Sprintf("through A, round %d", i)
+		if code := edgetest.Send(t, env.URL, order, tok, content); code != 0 {
+			t.Fatalf("round %d: send answered code %d", i, code)
+		}
+		if testutil.ToFloat64(confirmed) == confirmedBefore {
+			// Timed out (a badly overloaded machine): no promise to check.
+			t.Logf("round %d: not confirmed within the bound", i)
+			continue
+		}
+		if testutil.ToFloat64(heard) == heardBefore {
+			t.Fatalf("round %d: A answered the write before B applied its invalidation", i)
+		}
+		if d := invRead(t, bURL, order, tok); !d.has(content) {
+			t.Fatalf("round %d: B's read right after the write through A (X-Cache %s) lacks %q", i, d.xcache, content)
+		}
+	}
+	if n := testutil.ToFloat64(confirmed); n == 0 {
+		t.Fatalf("no write of %d was confirmed", rounds)
+	}
+	invNoRedisErrors(t, env.Admin, bAdmin)
+}
+
+// A subscriber that never acks (a replica from before acks, during a
+// rolling upgrade; a redis-cli SUBSCRIBE left open) costs each write its
+// bound, and nothing else. The bound is reloadable; 0 = no wait at all.
+func TestInvalidate_SubscriberThatNeverAcksDelaysTheWriteByItsBoundOnly(t *testing.T) {
+	env, tok, _ := invStart(t, []string{redistest.Shared(t)}, func(c *config.Config) {
+		c.Cache.InvalidateConfirmTimeout = config.Duration{}
+	})
+	_, bURL, bAdmin := env.Replica(t, nil)
+	edgetest.Subscribed(t, env.Admin, bAdmin)
+	raw := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
+	t.Cleanup(func() { raw.Close() })
+	ps := raw.Subscribe(context.Background(), env.Config.Redis.Channel)
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatalf("raw subscriber: %v", err)
+	}
+	confirms := func(result string) float64 {
+		return edgetest.Metric(t, env.Admin, "anqi_edge_invalidation_confirm_total", `result="`+result+`"`)
+	}
+	write := func(content string) {
+		t.Helper()
+		invWarm(t, bURL, 1, tok)
+		if code := edgetest.Send(t, env.URL, 1, tok, content); code != 0 {
+			t.Fatalf("send answered code %d", code)
+		}
+		if d := invRead(t, env.URL, 1, tok); !d.has(content) {
+			t.Errorf("the writer's own replica answers without %q (X-Cache %s)", content, d.xcache)
+		}
+		edgetest.Eventually(t, "the write to show through B", func() bool {
+			return invRead(t, bURL, 1, tok).has(content)
+		})
+	}
+
+	write("no wait configured")
+	if n := confirms("skipped"); n != 1 {
+		t.Errorf("with invalidate_confirm_timeout 0: skipped = %v, want 1", n)
+	}
+
+	next := *env.Config
+	next.Cache.InvalidateConfirmTimeout = config.Duration{Duration: 50 * time.Millisecond}
+	if restart, err := env.Edge.Reload(&next); err != nil || len(restart) != 0 {
+		t.Fatalf("reload: restart needed for %v, err %v", restart, err)
+	}
+	write("past a silent subscriber")
+	if n := confirms("timeout"); n != 1 {
+		t.Errorf("confirm timeouts = %v, want 1 (confirmed %v)", n, confirms("confirmed"))
 	}
 }
 

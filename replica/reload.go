@@ -25,7 +25,7 @@ import (
 // for everything under it).
 var liveKeys = []string{
 	"cache.ttl", "cache.stale_while_revalidate", "cache.stale_if_error",
-	"cache.negative_ttl", "cache.jitter", "cache.memory.ttl",
+	"cache.negative_ttl", "cache.jitter", "cache.memory.ttl", "cache.invalidate_confirm_timeout",
 	"invalidate", "log.level", "admin.token",
 	"upstream.timeout", "upstream.dial_timeout",
 	"server.tls_cert", "server.tls_key", "static.root",
@@ -116,6 +116,7 @@ func (r *Replica) Reload(next *config.Config) (restartNeeded []string, err error
 
 	r.tiers.SetPolicy(policy(merged.Cache))
 	r.tiers.L1().SetFresh(merged.Cache.Memory.TTL.Duration)
+	r.tiers.SetConfirmTimeout(merged.Cache.InvalidateConfirmTimeout.Duration)
 	r.detail.SetOptions(detailOptions(&merged))
 	r.hooks.SetRules(merged.Invalidate)
 	r.up.SetTimeouts(merged.Upstream.Timeout.Duration, merged.Upstream.DialTimeout.Duration)

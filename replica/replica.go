@@ -88,9 +88,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 		Policy:      policy,
 		RedisBudget: redisBudget,
 		// A waiter gives up once the flight has overrun every timeout it has.
-		Wait:    cfg.Upstream.Timeout.Duration + 2*redisBudget + time.Second,
-		Metrics: r.m,
-		Log:     log,
+		Wait:           cfg.Upstream.Timeout.Duration + 2*redisBudget + time.Second,
+		ConfirmTimeout: c.InvalidateConfirmTimeout.Duration,
+		Metrics:        r.m,
+		Log:            log,
 	}
 	if len(cfg.Redis.Addrs) > 0 {
 		if r.rdb, err = cache.NewRedisClient(cfg.Redis); err != nil {
