@@ -78,17 +78,19 @@ func FuzzParseMGet(f *testing.F) {
 
 // Both ways of sending lookups read the same entries: what one replica
 // filled, the other (autopipelined or not) serves, and an invalidation is
-// seen by both. Many goroutines read at once so batches form.
+// seen by both. Many goroutines read at once so batches form, and the
+// count of lookups under way is back to 0 afterwards (a leak there would
+// send every later lookup through the autopipeliner, alone or not).
 func TestRedis_LookupsWithAndWithoutAutopipelineReadTheSameEntries(t *testing.T) {
 	addr := redistest.Shared(t)
 	a, b := pair(t, []string{addr}, false, func(o *RedisOptions) {
 		o.NoAutopipeline = o.ReplicaID == "B"
 	})
-	if _, piped := a.r.reads.(*redis.AutoPipeliner); !piped {
+	if _, piped := a.r.batched.(*redis.AutoPipeliner); !piped {
 		t.Fatal("replica A does not autopipeline its lookups")
 	}
-	if b.r.reads != b.r.c {
-		t.Fatal("replica B (autopipeline off) does not use its plain client")
+	if b.r.batched != nil {
+		t.Fatal("replica B (autopipeline off) has an autopipeliner")
 	}
 	keys := make([]Key, 20)
 	for i := range keys {
@@ -111,6 +113,11 @@ func TestRedis_LookupsWithAndWithoutAutopipelineReadTheSameEntries(t *testing.T)
 		}
 	}
 	wg.Wait()
+	for _, tr := range []*tier{a, b} {
+		if n := tr.r.inflight.Load(); n != 0 {
+			t.Fatalf("replica %s: %d lookups counted as under way after all returned", tr.r.o.ReplicaID, n)
+		}
+	}
 	if _, err := b.r.Invalidate(ctxT(t), 105); err != nil {
 		t.Fatal(err)
 	}

@@ -113,11 +113,14 @@ type RedisOptions struct {
 type Redis struct {
 	o RedisOptions
 	c redis.UniversalClient
-	// reads carries the lookups of the read path (see lookup.go).
-	reads redis.UniversalClient
-	brk   *breaker
-	log   *slog.Logger
-	m     *metrics.Metrics
+	// batched is go-redis's autopipeliner for lookups that have company
+	// (see lookup.go); nil when redis.autopipeline is off. inflight
+	// counts the lookups under way.
+	batched  redis.UniversalClient
+	inflight atomic.Int64
+	brk      *breaker
+	log      *slog.Logger
+	m        *metrics.Metrics
 
 	// msgHead starts every message this deployment publishes (its quoted
 	// key prefix); messages without it come from another deployment.
@@ -337,7 +340,7 @@ func NewRedis(o RedisOptions) *Redis {
 		restartK:   sameSlotKey(o.Prefix+":epoch", ":restarted"),
 		epochInGet: !cluster,
 		cluster:    cluster,
-		reads:      readers(o.Client, !o.NoAutopipeline),
+		batched:    autopipeliner(o.Client, !o.NoAutopipeline),
 	}
 	r.ev.Store(&epochView{})
 	r.acks = make(chan ack, ackQueue)

@@ -374,7 +374,7 @@ func (tr *tier) through(t *testing.T, addr string) {
 	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 250 * time.Millisecond,
 		ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
-	tr.c, tr.r.o.Client, tr.r.c, tr.r.reads = c, c, c, readers(c, true)
+	tr.c, tr.r.o.Client, tr.r.c, tr.r.batched = c, c, c, autopipeliner(c, true)
 }
 
 func TestRedis_SilentlyDeadSubscriptionIsNoticedAndReplaced(t *testing.T) {
@@ -1230,7 +1230,7 @@ func TestRedis_RedisUserWithoutINFOIsStillUsedAndItsBreakerStaysClosed(t *testin
 	a, _ := pair(t, []string{srv.Addr()}, false, nil)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: "edge", MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
-	a.c, a.r.o.Client, a.r.c, a.r.reads = c, c, c, readers(c, true)
+	a.c, a.r.o.Client, a.r.c, a.r.batched = c, c, c, autopipeliner(c, true)
 	for range 10 {
 		if err := a.r.checkIncarnation(ctxT(t)); err != nil {
 			t.Fatalf("a refused INFO is not an error: %v", err)

@@ -56,6 +56,9 @@ type options struct {
 	mu             muOptions
 }
 
+// edgeEnv holds the -edge-env overrides, passed to every anqi-edge started.
+var edgeEnv []string
+
 func main() {
 	os.Exit(run())
 }
@@ -91,6 +94,15 @@ func run() int {
 	fl.IntVar(&o.mu.workers, "mu-workers", 128, "many users: client goroutines (users are split among them)")
 	fl.IntVar(&o.mu.messages, "mu-messages", 8, "many users: messages added to every order first (8 make the ~2.6 KB detail of a live order)")
 	fl.DurationVar(&o.mu.staleAfter, "mu-stale-after", time.Second, "many users: a change committed this long before a read must show in it")
+	fl.Func("edge-env", "`ANQI_EDGE_SECTION_KEY=value`: a config override for every anqi-edge this run starts (repeatable), e.g. ANQI_EDGE_REDIS_AUTOPIPELINE=false; "+
+		"other ANQI_EDGE_* variables of the environment are not passed on", func(kv string) error {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, "ANQI_EDGE_") {
+			return fmt.Errorf("want ANQI_EDGE_SECTION_KEY=value, got %q", kv)
+		}
+		edgeEnv = append(edgeEnv, kv)
+		return nil
+	})
 	if err := fl.Parse(os.Args[1:]); err != nil {
 		return 2
 	}

@@ -109,7 +109,7 @@ func startEdge(ctx context.Context, dir, bin string, s edgeSpec, upstream, secre
 	if err := os.WriteFile(cfgPath, []byte(edgeConfig(s, ports[0], ports[1], upstream, secret, redisAddr)), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := harness.Start("edge-"+s.name, dir, bin, "-config", cfgPath)
+	p, err := harness.StartEnv("edge-"+s.name, dir, bin, edgeEnv, "-config", cfgPath)
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,12 @@ type Proc struct {
 // (appended, so a restarted process keeps one log). The kernel sends
 // SIGTERM to the child if the harness dies (Linux).
 func Start(name, dir, bin string, args ...string) (*Proc, error) {
+	return StartEnv(name, dir, bin, nil, args...)
+}
+
+// StartEnv is Start with extra KEY=VALUE environment entries added to
+// ChildEnv's, for an override the caller means to pass on.
+func StartEnv(name, dir, bin string, extra []string, args ...string) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -38,7 +44,7 @@ func Start(name, dir, bin string, args ...string) (*Proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = ChildEnv()
+	cmd.Env = append(ChildEnv(), extra...)
 	// SIGTERM if the harness dies, rather than SIGKILL, so the nginx
 	// master takes its workers down with it.
 	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGTERM)
