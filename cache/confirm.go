@@ -44,6 +44,12 @@ package cache
 //   - Redis Cluster: PUBLISH there counts only the subscribers connected
 //     to the node that ran the script, not those the cluster bus forwards
 //     the message to, so the count means nothing and no one waits.
+//   - acks are counted, not matched to the subscribers PUBLISH counted: a
+//     subscriber it did not count could ack in place of one it did. The
+//     one way known is a Sentinel failover, where a replica still
+//     subscribed to the demoted master hears the replicated message;
+//     Sentinel drops such clients when it reconfigures that server, so
+//     the window is that reconfiguration.
 //   - Redis skipped or failing (breaker open, invalidations queued): there
 //     is no message to confirm; no one waits. Nor does a writer whose own
 //     subscription is down: it would hear no ack.

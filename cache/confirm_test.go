@@ -117,7 +117,7 @@ func TestConfirm_WhenTheWritersInvalidationReturnsNoOtherReplicaServesTheOldEntr
 			}
 		}
 		before := confirms(a, "confirmed")
-		if queued, err := a.InvalidateConfirmed(context.Background(), k.Order); queued || err != nil {
+		if queued, err := invalidateConfirmed(a, k.Order); queued || err != nil {
 			t.Fatalf("round %d: queued=%v err=%v", i, queued, err)
 		}
 		if confirms(a, "confirmed") == before {
@@ -165,7 +165,7 @@ func TestConfirm_SubscriberThatNeverAcksCostsTheBoundOnly(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		_, err := a.InvalidateConfirmed(context.Background(), k.Order)
+		_, err := invalidateConfirmed(a, k.Order)
 		done <- err
 	}()
 	select {
@@ -193,6 +193,41 @@ func TestConfirm_SubscriberThatNeverAcksCostsTheBoundOnly(t *testing.T) {
 	}
 }
 
+// A write naming many orders, with a subscriber that never acks (a rolling
+// upgrade), waits the bound once for all of them, not once per order: every
+// order reaches Redis within the write's budget, none is queued, and Redis
+// is not taken for failing. Before, the 6th order of a 1 s budget at a
+// 200 ms bound found its context expired and was queued.
+func TestConfirm_WriteNamingManyOrdersWaitsTheBoundOnceForAll(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	a, _, _, channel := confirmTrio(t, bound)
+	raw := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
+	t.Cleanup(func() { raw.Close() })
+	ps := raw.Subscribe(context.Background(), channel)
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(ctxT(t)); err != nil {
+		t.Fatalf("raw subscriber: %v", err)
+	}
+	orders := make([]int64, 30)
+	for i := range orders {
+		orders[i] = int64(500 + i)
+	}
+	// 30 bounds would be 6 s; the budget is half that.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for _, r := range a.InvalidateConfirmed(ctx, orders) {
+		if r.Queued || r.Err != nil {
+			t.Fatalf("order %d: queued=%v err=%v, want it applied in Redis", r.Order, r.Queued, r.Err)
+		}
+	}
+	if n := confirms(a, "timeout"); n != float64(len(orders)) {
+		t.Errorf("timeout = %v, want %d", n, len(orders))
+	}
+	if st := a.Redis().Status(ctxT(t)); st.Pending != 0 || st.Breaker != "closed" {
+		t.Errorf("after the write: %d invalidations pending, breaker %s; want 0, closed", st.Pending, st.Breaker)
+	}
+}
+
 // finishes runs f and fails the test if it has not returned long after
 // any bound in play: "does not wait" without timing it.
 func finishes(t *testing.T, what string, f func()) {
@@ -216,7 +251,7 @@ func TestConfirm_WriterDoesNotWaitWithoutRedisWithRedisDownOrUnsubscribed(t *tes
 		tr := newTestTiers(t, tiersOpts{})
 		tr.SetConfirmTimeout(bound)
 		finishes(t, "a confirmed invalidation without Redis", func() {
-			if queued, err := tr.InvalidateConfirmed(context.Background(), 9); queued || err != nil {
+			if queued, err := invalidateConfirmed(tr, 9); queued || err != nil {
 				t.Errorf("queued=%v err=%v", queued, err)
 			}
 		})
@@ -234,7 +269,7 @@ func TestConfirm_WriterDoesNotWaitWithoutRedisWithRedisDownOrUnsubscribed(t *tes
 	t.Run("redis failing", func(t *testing.T) {
 		tr := down(t)
 		finishes(t, "a confirmed invalidation with Redis down", func() {
-			if queued, err := tr.InvalidateConfirmed(context.Background(), 9); !queued || err == nil {
+			if queued, err := invalidateConfirmed(tr, 9); !queued || err == nil {
 				t.Errorf("queued=%v err=%v, want queued with the error", queued, err)
 			}
 		})
@@ -252,7 +287,7 @@ func TestConfirm_WriterDoesNotWaitWithoutRedisWithRedisDownOrUnsubscribed(t *tes
 		}
 		for range 3 {
 			finishes(t, "a confirmed invalidation with the breaker open", func() {
-				if queued, _ := tr.InvalidateConfirmed(context.Background(), 9); !queued {
+				if queued, _ := invalidateConfirmed(tr, 9); !queued {
 					t.Error("the invalidation was not queued")
 				}
 			})
@@ -271,7 +306,7 @@ func TestConfirm_WriterDoesNotWaitWithoutRedisWithRedisDownOrUnsubscribed(t *tes
 			Redis: &RedisOptions{Client: c, Prefix: p, Channel: "inv:" + p, ReplicaID: "A"}})
 		t.Cleanup(func() { tr.Close(context.Background()) })
 		finishes(t, "a confirmed invalidation while unsubscribed", func() {
-			if queued, err := tr.InvalidateConfirmed(context.Background(), 9); queued || err != nil {
+			if queued, err := invalidateConfirmed(tr, 9); queued || err != nil {
 				t.Errorf("queued=%v err=%v", queued, err)
 			}
 		})
@@ -282,7 +317,7 @@ func TestConfirm_WriterDoesNotWaitWithoutRedisWithRedisDownOrUnsubscribed(t *tes
 	t.Run("bound 0", func(t *testing.T) {
 		a, _, _, _ := confirmTrio(t, 0)
 		finishes(t, "an invalidation with no bound", func() {
-			if _, err := a.InvalidateConfirmed(context.Background(), 9); err != nil {
+			if _, err := invalidateConfirmed(a, 9); err != nil {
 				t.Error(err)
 			}
 		})
@@ -325,4 +360,10 @@ func TestConfirm_PlainInvalidateAsksNoReplicaToAck(t *testing.T) {
 	if n := confirms(a, "confirmed") + confirms(a, "timeout") + confirms(a, "skipped"); n != 0 {
 		t.Errorf("a plain invalidation counted %v confirmations", n)
 	}
+}
+
+// invalidateConfirmed is one order's InvalidateConfirmed.
+func invalidateConfirmed(tr *Tiers, order int64) (queued bool, err error) {
+	r := tr.InvalidateConfirmed(context.Background(), []int64{order})[0]
+	return r.Queued, r.Err
 }

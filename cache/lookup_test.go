@@ -48,11 +48,15 @@ func TestParseMGet_ReadsValuesAndNullsAndRefusesAnythingElse(t *testing.T) {
 		"not an array":    "+OK\r\n",
 		"empty":           "",
 		"no crlf":         "*3",
+		"huge bulk":       "*3\r\n$9223372036854775807\r\nab\r\n",
 	}
 	for name, raw := range bad {
 		if err := parseMGet([]byte(raw), make([][]byte, 3)); err == nil {
 			t.Errorf("%s: accepted %q", name, raw)
 		}
+	}
+	if err := parseMGet([]byte("!21\r\nSYNTAX invalid syntax\r\n"), make([][]byte, 3)); err == nil {
+		t.Error("a RESP3 blob error was not an error")
 	}
 	err := parseMGet([]byte("-LOADING Redis is loading the dataset in memory\r\n"), make([][]byte, 3))
 	if err == nil || errors.Is(err, errRESP) || err.Error() != "LOADING Redis is loading the dataset in memory" {

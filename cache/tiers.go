@@ -549,28 +549,59 @@ func (t *Tiers) notify(order int64) {
 // generation; the second bump, after Redis has dropped the entry, voids
 // anything stored in that window.
 func (t *Tiers) Invalidate(ctx context.Context, order int64) (queued bool, err error) {
-	return t.invalidate(ctx, order, false)
+	queued, _, err = t.invalidate(ctx, order, false)
+	return queued, err
 }
 
-// InvalidateConfirmed is Invalidate for a write through the proxy, whose
-// writer's next read may go through any replica: once the order is dropped
-// here and in Redis, it waits (at most the confirm timeout, or until ctx
-// ends) until every replica its message reached has dropped its L1 copy
-// too (see confirm.go). It does not wait when there is nothing to wait for:
-// no Redis, Redis skipped or failing (the invalidation is queued), Redis
-// Cluster, or a timeout of 0. Either way the order is invalidated exactly
-// as Invalidate does; the outcome of the wait is counted, not returned: a
+// Invalidated is what became of one order of InvalidateConfirmed.
+type Invalidated struct {
+	Order  int64
+	Queued bool  // Redis could not be reached: applied when it answers
+	Err    error // the Redis call's failure, if any
+}
+
+// InvalidateConfirmed is Invalidate, for every order a write through the
+// proxy names, whose writer's next read may go through any replica: once
+// the orders are dropped here and in Redis, it waits until every replica
+// each message reached has dropped its L1 copy too (see confirm.go), at
+// most the confirm timeout for all of them together, or until ctx ends.
+// It does not wait when there is nothing to wait for: no Redis, Redis
+// skipped or failing (the invalidation is queued), Redis Cluster, or a
+// timeout of 0. Either way every order is invalidated exactly as
+// Invalidate does; the outcome of the wait is counted, not returned: a
 // write is never failed for it.
-func (t *Tiers) InvalidateConfirmed(ctx context.Context, order int64) (queued bool, err error) {
-	return t.invalidate(ctx, order, true)
+func (t *Tiers) InvalidateConfirmed(ctx context.Context, orders []int64) []Invalidated {
+	bound := time.Duration(t.confirmTimeout.Load())
+	res := make([]Invalidated, len(orders))
+	cs := make([]*Confirmation, len(orders))
+	for i, order := range orders {
+		res[i].Order = order
+		res[i].Queued, cs[i], res[i].Err = t.invalidate(ctx, order, bound > 0)
+	}
+	// Last, and once for all the orders: a write naming many must not wait
+	// the bound once per order (one replica that never acks, as during a
+	// rolling upgrade, would then hold the write for N bounds and starve
+	// the invalidations after it of their context).
+	deadline := time.Now().Add(bound)
+	for i, c := range cs {
+		r := c.Wait(ctx, time.Until(deadline))
+		t.m.InvalidationConfirms.WithLabelValues(r.String()).Inc()
+		if r == ConfirmTimeout && t.allowConfirmLog() {
+			t.log.Debug("not every replica confirmed an invalidation in time (one predating acks, or a subscriber that is no replica); answering anyway",
+				"order", orders[i], "receivers", c.Received(), "waited", bound, "ctx_err", ctx.Err())
+		}
+	}
+	return res
 }
 
-func (t *Tiers) invalidate(ctx context.Context, order int64, confirm bool) (queued bool, err error) {
-	bound := time.Duration(t.confirmTimeout.Load())
-	var c *Confirmation
+// invalidate drops order here and in Redis and wakes its watchers; with
+// confirm, its message asks the other replicas to acknowledge, and the
+// returned Confirmation (nil when there is nothing to wait for) must be
+// waited on.
+func (t *Tiers) invalidate(ctx context.Context, order int64, confirm bool) (queued bool, c *Confirmation, err error) {
 	t.l1.Invalidate(order)
 	if t.redis != nil {
-		if confirm && bound > 0 {
+		if confirm {
 			queued, c, err = t.redis.InvalidateConfirmed(ctx, order)
 		} else {
 			queued, err = t.redis.Invalidate(ctx, order)
@@ -578,16 +609,7 @@ func (t *Tiers) invalidate(ctx context.Context, order int64, confirm bool) (queu
 		t.l1.Invalidate(order)
 	}
 	t.notify(order)
-	if confirm {
-		// Last: this replica and its watchers need not wait for the others.
-		res := c.Wait(ctx, bound)
-		t.m.InvalidationConfirms.WithLabelValues(res.String()).Inc()
-		if res == ConfirmTimeout && t.allowConfirmLog() {
-			t.log.Debug("not every replica confirmed an invalidation in time (one predating acks, or a subscriber that is no replica); answering anyway",
-				"order", order, "receivers", c.Received(), "waited", bound, "ctx_err", ctx.Err())
-		}
-	}
-	return queued, err
+	return queued, c, err
 }
 
 // allowConfirmLog lets one confirmation-timeout line through per second: a

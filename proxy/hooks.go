@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"anqi-edge/anqicms"
+	"anqi-edge/cache"
 	"anqi-edge/config"
 	"anqi-edge/metrics"
 )
@@ -28,8 +29,7 @@ type WriteHooks struct {
 	inv   Invalidator
 	m     *metrics.Metrics
 	log   *slog.Logger
-	// budget bounds the invalidation, which the client waits for (the
-	// confirmation wait included, hence its cap).
+	// budget bounds the invalidation, which the client waits for.
 	budget time.Duration
 	logged logLimiter
 }
@@ -44,12 +44,18 @@ type hookRule struct {
 // Invalidator drops an order everywhere and waits, within its own bound,
 // for the other replicas to confirm (cache.Tiers).
 type Invalidator interface {
-	InvalidateConfirmed(ctx context.Context, order int64) (queued bool, err error)
+	InvalidateConfirmed(ctx context.Context, orders []int64) []cache.Invalidated
 }
+
+// writeBudget bounds a write's invalidations, which its client waits for:
+// the Redis scripts and the confirmation wait, which is itself bounded by
+// cache.invalidate_confirm_timeout (at most config.MaxInvalidateConfirmTimeout)
+// once for all the orders. The scripts are quick; the rest is the wait's.
+const writeBudget = time.Second + config.MaxInvalidateConfirmTimeout
 
 // NewWriteHooks compiles the [[invalidate]] rules.
 func NewWriteHooks(rules []config.InvalidateRule, up *Upstream, inv Invalidator, m *metrics.Metrics, log *slog.Logger) *WriteHooks {
-	w := &WriteHooks{up: up, inv: inv, m: m, log: log, budget: config.MaxInvalidateConfirmTimeout}
+	w := &WriteHooks{up: up, inv: inv, m: m, log: log, budget: writeBudget}
 	w.SetRules(rules)
 	return w
 }
@@ -146,11 +152,10 @@ func (w *WriteHooks) invalidate(ctx *fasthttp.RequestCtx, orders []int64, path s
 	defer cancel()
 	var sb [128]byte
 	site := anqicms.SiteHost(sb[:0], ctx.Request.Header.Peek("X-Host"), ctx.Request.Header.Host())
-	for _, order := range orders {
-		queued, err := w.inv.InvalidateConfirmed(ictx, order)
+	for _, r := range w.inv.InvalidateConfirmed(ictx, orders) {
 		w.m.Invalidations.WithLabelValues("write").Inc()
-		w.log.Info("order invalidated", "order", order, "site", string(site), "source", "write", "path", path,
-			"queued", queued, "err", err)
+		w.log.Info("order invalidated", "order", r.Order, "site", string(site), "source", "write", "path", path,
+			"queued", r.Queued, "err", r.Err)
 	}
 }
 
