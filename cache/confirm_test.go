@@ -97,6 +97,21 @@ func confirmTrio(t *testing.T, bound time.Duration) (a, b, c *Tiers, channel str
 	return a, b, c, o.channel
 }
 
+// silentSubscriber subscribes to channel as a subscriber that is no
+// replica (redis-cli SUBSCRIBE, or a replica from before acks): PUBLISH
+// counts it, it never acks.
+func silentSubscriber(t *testing.T, channel string) *redis.PubSub {
+	t.Helper()
+	raw := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
+	t.Cleanup(func() { raw.Close() })
+	ps := raw.Subscribe(context.Background(), channel)
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(ctxT(t)); err != nil {
+		t.Fatalf("raw subscriber: %v", err)
+	}
+	return ps
+}
+
 func confirms(t *Tiers, result string) float64 {
 	return testutil.ToFloat64(t.m.InvalidationConfirms.WithLabelValues(result))
 }
@@ -151,15 +166,7 @@ func TestConfirm_WhenTheWritersInvalidationReturnsNoOtherReplicaServesTheOldEntr
 
 func TestConfirm_SubscriberThatNeverAcksCostsTheBoundOnly(t *testing.T) {
 	a, b, _, channel := confirmTrio(t, 50*time.Millisecond)
-	// A subscriber that is no replica (redis-cli SUBSCRIBE, or a replica
-	// from before acks): PUBLISH counts it, it never acks.
-	raw := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
-	t.Cleanup(func() { raw.Close() })
-	ps := raw.Subscribe(context.Background(), channel)
-	t.Cleanup(func() { ps.Close() })
-	if _, err := ps.Receive(ctxT(t)); err != nil {
-		t.Fatalf("raw subscriber: %v", err)
-	}
+	ps := silentSubscriber(t, channel)
 	k := testKey(8, "u1")
 	b.l1.Set(k, testEntry("before write"), b.l1.Gen(k.Order), time.Now().UnixNano())
 
@@ -201,13 +208,7 @@ func TestConfirm_SubscriberThatNeverAcksCostsTheBoundOnly(t *testing.T) {
 func TestConfirm_WriteNamingManyOrdersWaitsTheBoundOnceForAll(t *testing.T) {
 	const bound = 200 * time.Millisecond
 	a, _, _, channel := confirmTrio(t, bound)
-	raw := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
-	t.Cleanup(func() { raw.Close() })
-	ps := raw.Subscribe(context.Background(), channel)
-	t.Cleanup(func() { ps.Close() })
-	if _, err := ps.Receive(ctxT(t)); err != nil {
-		t.Fatalf("raw subscriber: %v", err)
-	}
+	silentSubscriber(t, channel)
 	orders := make([]int64, 30)
 	for i := range orders {
 		orders[i] = int64(500 + i)

@@ -92,20 +92,7 @@ max_per_identity = 1000
 level = "warn"
 `, port, env.upstream, env.redis, key, key, adminPort, tokenSecret, ttl.String())
 	if cdc {
-		fmt.Fprintf(&b, `
-[cdc]
-addr = %q
-user = %q
-password = %q
-
-[[cdc.table]]
-name = "communication_orders"
-order_column = "id"
-
-[[cdc.table]]
-name = "communication_messages"
-order_column = "comm_order_id"
-`, env.db.Addr, cdcUser, cdcPassword)
+		b.WriteString(harness.CDCConfig(env.db.Addr, cdcUser, cdcPassword))
 	}
 	return b.String()
 }

@@ -80,21 +80,7 @@ max_bytes = %s
 level = "warn"
 `, port, upstream, addrs, s.keyspace, s.keyspace+":invalidate", adminPort, s.pprof, secret, s.ttl.String(), maxBytes)
 	if s.cdc != nil {
-		// The fake's tables (fake.Schema), as docs/cdc.md configures AnqiCMS's.
-		cfg += fmt.Sprintf(`
-[cdc]
-addr = %q
-user = %q
-password = %q
-
-[[cdc.table]]
-name = "communication_orders"
-order_column = "id"
-
-[[cdc.table]]
-name = "communication_messages"
-order_column = "comm_order_id"
-`, s.cdc.addr, s.cdc.user, s.cdc.password)
+		cfg += harness.CDCConfig(s.cdc.addr, s.cdc.user, s.cdc.password)
 	}
 	return cfg
 }

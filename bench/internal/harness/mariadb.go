@@ -135,3 +135,23 @@ func (m *MariaDB) Stop() {
 	m.Proc.Stop(30 * time.Second)
 	os.RemoveAll(m.dir)
 }
+
+// CDCConfig is the [cdc] section of an anqi-edge config that reads the
+// fake AnqiCMS's tables (fake.Schema) from the binlog of the server at
+// addr as user, the way docs/cdc.md configures AnqiCMS's.
+func CDCConfig(addr, user, password string) string {
+	return fmt.Sprintf(`
+[cdc]
+addr = %q
+user = %q
+password = %q
+
+[[cdc.table]]
+name = "communication_orders"
+order_column = "id"
+
+[[cdc.table]]
+name = "communication_messages"
+order_column = "comm_order_id"
+`, addr, user, password)
+}
