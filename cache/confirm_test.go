@@ -333,13 +333,7 @@ func TestConfirm_WriterDoesNotWaitWithoutRedisWithRedisDownOrUnsubscribed(t *tes
 // none, even with a bound set.
 func TestConfirm_PlainInvalidateAsksNoReplicaToAck(t *testing.T) {
 	a, b, _, channel := confirmTrio(t, time.Hour)
-	raw := redis.NewClient(&redis.Options{Addr: redistest.Shared(t)})
-	t.Cleanup(func() { raw.Close() })
-	ps := raw.Subscribe(context.Background(), channel)
-	t.Cleanup(func() { ps.Close() })
-	if _, err := ps.Receive(ctxT(t)); err != nil {
-		t.Fatalf("raw subscriber: %v", err)
-	}
+	ps := silentSubscriber(t, channel)
 	finishes(t, "a plain invalidation", func() {
 		if _, err := a.Invalidate(context.Background(), 11); err != nil {
 			t.Error(err)
