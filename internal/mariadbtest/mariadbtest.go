@@ -31,6 +31,9 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"anqi-edge/internal/procattr"
+	"anqi-edge/internal/testproc"
 )
 
 const (
@@ -61,8 +64,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	port int
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd has exited and been reaped
+	proc *testproc.Proc // nil when not running
 
 	rootOnce sync.Once
 	root     *sql.DB
@@ -93,15 +95,7 @@ func lookPath(name string) (string, error) {
 func requireBinary(t testing.TB, name string) string {
 	t.Helper()
 	path, err := lookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("mariadbtest: %v but CI=%q is set: the CI machine must install it "+
-			"(apt-get install mariadb-server; .ci/run does this)", err, os.Getenv("CI"))
-	}
-	t.Skipf("mariadbtest: %v: apt-get install mariadb-server", err)
-	return ""
+	return testproc.Require(t, "mariadbtest", path, err, "mariadb-server")
 }
 
 // Start installs a fresh data directory and starts mariadbd on a free port of
@@ -144,7 +138,7 @@ func Start(t testing.TB, cfg ...Config) *Server {
 		if lastErr = s.start(port); lastErr == nil {
 			return s
 		}
-		if !errors.Is(lastErr, errPortBusy) {
+		if !errors.Is(lastErr, testproc.ErrPortBusy) {
 			break
 		}
 	}
@@ -184,7 +178,7 @@ func (s *Server) installDB(bin string) error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.dir
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("mariadb-install-db into %s: %v\n%s", s.DataDir(), err, tail(string(out), logTailLines))
@@ -217,8 +211,6 @@ func (s *Server) LogTail() string {
 	}
 	return tail(string(b), logTailLines)
 }
-
-var errPortBusy = errors.New("port already in use")
 
 func (s *Server) start(port int) error {
 	s.mu.Lock()
@@ -263,44 +255,25 @@ func (s *Server) start(port int) error {
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = sysProcAttr()
-	err = cmd.Start()
+	proc, err := testproc.Start(cmd)
 	logf.Close()
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", s.mariadbd, err)
 	}
-	done := make(chan struct{})
-	go func() { // ends when the process exits
-		_ = cmd.Wait()
-		close(done)
-	}()
-	s.cmd, s.done = cmd, done
+	s.proc = proc
 
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-done:
-			s.cmd = nil
-			log := s.logSince(logStart)
-			err := fmt.Errorf("mariadbd on port %d exited during startup (%v); log %s:\n%s",
-				port, cmd.ProcessState, s.logPath(), log)
-			if strings.Contains(log, "Address already in use") || strings.Contains(log, "Can't start server: Bind") {
-				err = fmt.Errorf("%w: %w", errPortBusy, err)
-			}
-			return err
-		default:
-		}
-		perr := pingSocket(s.Socket())
-		if perr == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			s.killLocked()
-			return fmt.Errorf("mariadbd on port %d did not answer within %v (last error: %v); log %s:\n%s",
-				port, startTimeout, perr, s.logPath(), s.logSince(logStart))
-		}
-		time.Sleep(pollInterval)
+	err = proc.WaitReady(func() error { return pingSocket(s.Socket()) }, startTimeout, pollInterval)
+	if err == nil {
+		return nil
 	}
+	s.killLocked()
+	log := s.logSince(logStart)
+	err = fmt.Errorf("mariadbd on port %d: %w; log %s:\n%s", port, err, s.logPath(), log)
+	if errors.Is(err, testproc.ErrExited) &&
+		(strings.Contains(log, "Address already in use") || strings.Contains(log, "Can't start server: Bind")) {
+		err = fmt.Errorf("%w: %w", testproc.ErrPortBusy, err)
+	}
+	return err
 }
 
 func (s *Server) logSince(from int64) string {
@@ -345,16 +318,8 @@ func (s *Server) Kill() {
 }
 
 func (s *Server) killLocked() {
-	if s.cmd == nil {
-		return
-	}
-	select {
-	case <-s.done:
-	default:
-		_ = s.cmd.Process.Kill() // SIGKILL also ends a stopped (frozen) process
-		<-s.done
-	}
-	s.cmd = nil
+	s.proc.Kill()
+	s.proc = nil
 }
 
 // Stop shuts the server down cleanly (SIGTERM), waiting up to 30s before
@@ -362,17 +327,8 @@ func (s *Server) killLocked() {
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a frozen server must run to shut down
-	select {
-	case <-s.done:
-		s.cmd = nil
-	case <-time.After(stopTimeout):
-		s.killLocked()
-	}
+	s.proc.Terminate(stopTimeout)
+	s.proc = nil
 }
 
 // Freeze stops the server process (SIGSTOP) without closing its sockets:
@@ -386,10 +342,7 @@ func (s *Server) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil {
-		t.Fatalf("mariadbtest: server not running")
-	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
+	if err := s.proc.Signal(sig); err != nil {
 		t.Fatalf("mariadbtest: %v: %v", sig, err)
 	}
 }
@@ -403,17 +356,7 @@ func (s *Server) Restart(t testing.TB) {
 	s.mu.Lock()
 	port := s.port
 	s.mu.Unlock()
-	deadline := time.Now().Add(restartBindFor)
-	for {
-		err := s.start(port)
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, errPortBusy) || time.Now().After(deadline) {
-			t.Fatalf("mariadbtest: restarting mariadbd on port %d: %v", port, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testproc.RestartOnPort(t, "mariadbtest: mariadbd", port, restartBindFor, 100*time.Millisecond, s.start)
 }
 
 // Root returns a pool of root connections over the unix socket

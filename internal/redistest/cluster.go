@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"anqi-edge/internal/procattr"
+	"anqi-edge/internal/testproc"
 )
 
 const (
@@ -51,7 +52,7 @@ func StartCluster(t testing.TB) *Cluster {
 			if port, err = freePort(true, used); err != nil {
 				t.Fatalf("redistest: %v", err)
 			}
-			if err = s.start(port); err == nil || !errors.Is(err, errPortBusy) {
+			if err = s.start(port); err == nil || !errors.Is(err, testproc.ErrPortBusy) {
 				break
 			}
 		}

@@ -24,13 +24,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"anqi-edge/internal/procattr"
+	"anqi-edge/internal/testproc"
 )
 
 // SharedEnv names the environment variable holding the address of a shared,
@@ -64,15 +63,7 @@ func ClusterAvailable() bool {
 func requireBinary(t testing.TB, name, pkg string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("redistest: %s not found on PATH but CI=%q is set: the CI machine must install it "+
-			"(apt-get install %s; .ci/run does this)", name, os.Getenv("CI"), pkg)
-	}
-	t.Skipf("%s not installed: apt-get install %s", name, pkg)
-	return ""
+	return testproc.Require(t, "redistest", path, err, pkg)
 }
 
 func requireServer(t testing.TB) string {
@@ -89,8 +80,7 @@ type Server struct {
 
 	mu   sync.Mutex
 	port int
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd has exited and been reaped
+	proc *testproc.Proc // nil when not running
 }
 
 // Start starts a redis-server on a free port of 127.0.0.1 with persistence
@@ -108,7 +98,7 @@ func Start(t testing.TB) *Server {
 		if lastErr = s.start(port); lastErr == nil {
 			return s
 		}
-		if !errors.Is(lastErr, errPortBusy) {
+		if !errors.Is(lastErr, testproc.ErrPortBusy) {
 			break
 		}
 	}
@@ -159,16 +149,8 @@ func (s *Server) Kill() {
 }
 
 func (s *Server) killLocked() {
-	if s.cmd == nil {
-		return
-	}
-	select {
-	case <-s.done:
-	default:
-		_ = s.cmd.Process.Kill() // SIGKILL on Unix
-		<-s.done
-	}
-	s.cmd = nil
+	s.proc.Kill()
+	s.proc = nil
 }
 
 // Restart starts the server again on the same port (killing it first if it
@@ -183,17 +165,7 @@ func (s *Server) Restart(t testing.TB) {
 	s.mu.Unlock()
 	s.Kill()
 
-	deadline := time.Now().Add(restartBindFor)
-	for {
-		err := s.start(port)
-		if err == nil {
-			return
-		}
-		if !errors.Is(err, errPortBusy) || time.Now().After(deadline) {
-			t.Fatalf("redistest: restarting redis-server on port %d: %v", port, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testproc.RestartOnPort(t, "redistest: redis-server", port, restartBindFor, 50*time.Millisecond, s.start)
 }
 
 // Client returns a go-redis client for the server, closed when the test ends.
@@ -211,10 +183,6 @@ func (s *Server) FlushAll(t testing.TB) {
 		t.Fatalf("redistest: FLUSHALL on %s: %v", s.Addr(), err)
 	}
 }
-
-// errPortBusy marks a start that failed because the port (or cluster bus
-// port) could not be bound; callers retry.
-var errPortBusy = errors.New("port already in use")
 
 // start launches redis-server on port and waits until it answers PING. On
 // failure the process is gone and the error carries the log tail.
@@ -250,46 +218,26 @@ func (s *Server) start(port int) error {
 	// copying goroutines exist.
 	cmd.Stdout = logf
 	cmd.Stderr = logf
-	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
-	err = cmd.Start()
+	proc, err := testproc.Start(cmd)
 	logf.Close() // the child holds its own descriptor
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", s.bin, err)
 	}
-	done := make(chan struct{})
-	go func() { // ends when the process exits
-		_ = cmd.Wait()
-		close(done)
-	}()
-	s.cmd, s.done = cmd, done
+	s.proc = proc
 
 	addr := s.addrLocked()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-done:
-			s.cmd = nil
-			// Only this attempt's output decides whether to retry.
-			tail := logTail(s.logPath, logStart, logTailLines)
-			err := fmt.Errorf("redis-server on %s exited during startup (%v); log %s:\n%s",
-				addr, cmd.ProcessState, s.logPath, tail)
-			if strings.Contains(tail, "Address already in use") {
-				err = fmt.Errorf("%w: %w", errPortBusy, err)
-			}
-			return err
-		default:
-		}
-		perr := ping(addr, 250*time.Millisecond)
-		if perr == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			s.killLocked()
-			return fmt.Errorf("redis-server on %s did not answer PING within %v (last error: %v); log %s:\n%s",
-				addr, startTimeout, perr, s.logPath, logTail(s.logPath, logStart, logTailLines))
-		}
-		time.Sleep(pollInterval)
+	err = proc.WaitReady(func() error { return ping(addr, 250*time.Millisecond) }, startTimeout, pollInterval)
+	if err == nil {
+		return nil
 	}
+	s.killLocked()
+	// Only this attempt's output decides whether to retry.
+	tail := logTail(s.logPath, logStart, logTailLines)
+	err = fmt.Errorf("redis-server on %s: %w; log %s:\n%s", addr, err, s.logPath, tail)
+	if errors.Is(err, testproc.ErrExited) && strings.Contains(tail, "Address already in use") {
+		err = fmt.Errorf("%w: %w", testproc.ErrPortBusy, err)
+	}
+	return err
 }
 
 // Shared returns the address of the shared test server named by

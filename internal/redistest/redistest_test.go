@@ -44,7 +44,7 @@ func TestServerStartKillRestart(t *testing.T) {
 		t.Fatalf("CONFIG GET save = %v, %v; want persistence off", got, err)
 	}
 
-	pid := s.cmd.Process.Pid
+	pid := s.proc.Pid()
 	s.Kill()
 	s.Kill() // idempotent
 	if err := syscall.Kill(pid, 0); err == nil {

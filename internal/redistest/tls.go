@@ -10,11 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"anqi-edge/internal/procattr"
+	"anqi-edge/internal/testproc"
 )
 
 // TLSFiles are the PEM files a TLS redis-server is started with.
@@ -87,40 +86,17 @@ func (s *TLSServer) start(t testing.TB, bin, dir string, port int, f TLSFiles, c
 	)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
-	err = cmd.Start()
+	proc, err := testproc.Start(cmd)
 	logf.Close()
 	if err != nil {
 		return fmt.Errorf("exec %s: %w", bin, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	kill := func() {
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Kill()
-			<-done
-		}
+	if err := proc.WaitReady(func() error { return tlsPing(s.addr, clientTLS) }, startTimeout, pollInterval); err != nil {
+		proc.Kill()
+		return fmt.Errorf("redis-server with TLS: %w; log:\n%s", err, s.LogTail())
 	}
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("redis-server exited during startup (%v); log:\n%s", cmd.ProcessState, s.LogTail())
-		default:
-		}
-		perr := tlsPing(s.addr, clientTLS)
-		if perr == nil {
-			t.Cleanup(kill)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			kill()
-			return fmt.Errorf("no TLS answer within %v (last error: %v); log:\n%s", startTimeout, perr, s.LogTail())
-		}
-		time.Sleep(pollInterval)
-	}
+	t.Cleanup(proc.Kill)
+	return nil
 }
 
 // tlsPing sends PING over TLS and accepts any RESP reply.

@@ -1,0 +1,149 @@
+// Package testproc is what the test-server packages (redistest,
+// mariadbtest) share about owning a server process: finding its binary,
+// running it until the test kills it (or the test binary dies), and
+// restarting it on the port its clients already know.
+package testproc
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"anqi-edge/internal/procattr"
+)
+
+// ErrPortBusy marks a start that failed because its port was taken; the
+// server packages wrap it into the error their start returns.
+var ErrPortBusy = errors.New("port already in use")
+
+// Require returns path, or ends the test when err says the binary is not
+// installed: t.Fatal under CI (the CI machine must install aptPkg, and
+// .ci/run does), t.Skip elsewhere. prefix names the calling package in the
+// message.
+func Require(t testing.TB, prefix, path string, err error, aptPkg string) string {
+	t.Helper()
+	if err == nil {
+		return path
+	}
+	if ci := os.Getenv("CI"); ci != "" {
+		t.Fatalf("%s: %v but CI=%q is set: the CI machine must install it (apt-get install %s; .ci/run does this)",
+			prefix, err, ci, aptPkg)
+	}
+	t.Skipf("%s: %v: apt-get install %s", prefix, err, aptPkg)
+	return ""
+}
+
+// Proc is one started server process. Its methods are safe on a nil Proc
+// (nothing running).
+type Proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited and been reaped
+}
+
+// Start starts cmd so that the kernel kills it if the test binary dies
+// (Linux), and reaps it when it exits.
+func Start(cmd *exec.Cmd) (*Proc, error) {
+	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Proc{cmd: cmd, done: make(chan struct{})}
+	go func() { // ends when the process exits
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Kill sends SIGKILL (which also ends a stopped process) and waits until
+// the process is gone.
+func (p *Proc) Kill() {
+	if p == nil {
+		return
+	}
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Terminate asks the process to exit (SIGTERM, and SIGCONT so a stopped
+// one can), waits up to grace, then kills it.
+func (p *Proc) Terminate(grace time.Duration) {
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.Kill()
+	}
+}
+
+// ErrExited is WaitReady's answer when the process ended before it was
+// ready.
+var ErrExited = errors.New("exited during startup")
+
+// WaitReady polls ready every `every` until it answers nil, the process
+// exits (ErrExited, with how it ended), or timeout passes (ready's last
+// error, and the process is killed).
+func (p *Proc) WaitReady(ready func() error, timeout, every time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%w (%v)", ErrExited, p.cmd.ProcessState)
+		default:
+		}
+		err := ready()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			p.Kill()
+			return fmt.Errorf("not ready within %v (last error: %v)", timeout, err)
+		}
+		time.Sleep(every)
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) error {
+	if p == nil {
+		return errors.New("server not running")
+	}
+	return p.cmd.Process.Signal(sig)
+}
+
+// RestartOnPort calls start(port) until it succeeds, every `every` while
+// it fails with ErrPortBusy (the old process's socket lingering), for at
+// most `within`. Any other failure, or a port still busy after that, ends
+// the test: clients hold this port, so another one would not do.
+func RestartOnPort(t testing.TB, prefix string, port int, within, every time.Duration, start func(port int) error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := start(port)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrPortBusy) || time.Now().After(deadline) {
+			t.Fatalf("%s: restarting on port %d: %v", prefix, port, err)
+		}
+		time.Sleep(every)
+	}
+}
