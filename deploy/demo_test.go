@@ -2,7 +2,6 @@ package deploy_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,13 +11,13 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"anqi-edge/internal/edgetest"
 	"anqi-edge/internal/procattr"
 )
 
@@ -26,26 +25,9 @@ import (
 type demoRun struct {
 	cmd    *exec.Cmd
 	stdout chan string // lines, closed at EOF
-	stderr *syncBuffer
+	stderr *edgetest.SyncBuffer
 	done   chan struct{} // closed when the script has exited
 	err    error         // its exit status, once done is closed
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startDemo runs deploy/demo.sh with the binaries built from this tree and
@@ -63,7 +45,7 @@ func startDemo(t *testing.T, listen, admin, upstream string) *demoRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &demoRun{cmd: cmd, stdout: make(chan string, 1024), stderr: &syncBuffer{}, done: make(chan struct{})}
+	d := &demoRun{cmd: cmd, stdout: make(chan string, 1024), stderr: &edgetest.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

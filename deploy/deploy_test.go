@@ -34,22 +34,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(removeBuilds{m},
-		// Process-wide background workers of the libraries, started once.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*TCPDialer).tcpAddrsClean"),
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.init.func1"),
-		// A stopped server's idle-worker cleaner notices the stop only after
-		// its 10s sleep.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
-		// otter's cleaner ends once its cache is garbage collected.
-		goleak.IgnoreAnyFunction("github.com/maypok86/otter/v2.periodicCleanUp[...]"),
-		// Idle keep-alive connections of edgetest.Client.
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
-	)
+	goleak.VerifyTestMain(removeBuilds{m}, append(edgetest.LibraryGoroutines,
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))...)
 }
 
 // The paths and ports every deployment file must agree on.

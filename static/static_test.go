@@ -18,17 +18,12 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 
+	"anqi-edge/internal/edgetest"
 	"anqi-edge/static"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Process-wide background worker of fasthttp, started once.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
-		// A stopped server's idle-worker cleaner notices the stop only after
-		// its 10s sleep.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
-	)
+	goleak.VerifyTestMain(m, edgetest.LibraryGoroutines...)
 }
 
 const (

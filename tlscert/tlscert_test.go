@@ -2,7 +2,6 @@ package tlscert_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -20,36 +19,13 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 
+	"anqi-edge/internal/edgetest"
 	"anqi-edge/internal/testcert"
 	"anqi-edge/tlscert"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Process-wide background worker of fasthttp, started once.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
-		// A stopped server's idle-worker cleaner notices the stop only after
-		// its 10s sleep.
-		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
-	)
-}
-
-// syncBuffer collects log output written from the poller's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	goleak.VerifyTestMain(m, edgetest.LibraryGoroutines...)
 }
 
 // tlsEdge is a fasthttp server on a TLS listener fed by a Source, the way
@@ -57,7 +33,7 @@ func (s *syncBuffer) String() string {
 type tlsEdge struct {
 	src  *tlscert.Source
 	addr string
-	log  *syncBuffer
+	log  *edgetest.SyncBuffer
 	ca   *testcert.CA
 	cert string
 	key  string
@@ -68,7 +44,7 @@ func startTLSEdge(t *testing.T) *tlsEdge {
 	dir := t.TempDir()
 	ca := testcert.NewCA(t)
 	certFile, keyFile := ca.Issue(t, "127.0.0.1", "shop.example.com").Write(t, dir, "server")
-	logBuf := &syncBuffer{}
+	logBuf := &edgetest.SyncBuffer{}
 	src, err := tlscert.New(tlscert.Options{
 		CertFile: certFile, KeyFile: keyFile, Poll: 20 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(logBuf, nil)),

@@ -56,6 +56,30 @@ func TestTracker_CountsAnAdminChangeOlderThanTheWindowApartFromSends(t *testing.
 	}
 }
 
+// shortManyUsers runs the many-user workload small (40 users polling every
+// 300 ms, 5 sends/s) with the warm-up, window and admin rate of mu, within
+// limit, and returns one result per system (it fails the test unless
+// there are two) and the table.
+func shortManyUsers(t *testing.T, mu muOptions, limit time.Duration) ([]*muResult, string) {
+	t.Helper()
+	mu.users, mu.interval, mu.jitter, mu.sendsPerSec = 40, 300*time.Millisecond, 0.2, 5
+	mu.ttl, mu.workers, mu.staleAfter, mu.messages = 30*time.Second, 8, time.Second, 2
+	o := options{detailLatency: 5 * time.Millisecond, mu: mu}
+	if err := o.mu.check(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	rs, md, err := manyUsersResults(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("%d systems measured, want 2 (anqi-edge, nginx)", len(rs))
+	}
+	return rs, md
+}
+
 // A short run of the whole many-user workload: both systems answer, the
 // counters move, and the table has a row per system. Needs nginx, wrk and
 // redis-server (`make bench-deps`); skipped without them or with -short.
@@ -66,20 +90,7 @@ func TestManyUsers_SmokeRunsBothSystems(t *testing.T) {
 	if err := needTools(); err != nil {
 		t.Skip(err)
 	}
-	o := options{detailLatency: 5 * time.Millisecond, mu: muOptions{users: 40, interval: 300 * time.Millisecond, jitter: 0.2,
-		sendsPerSec: 5, warmup: 500 * time.Millisecond, duration: 2 * time.Second, ttl: 30 * time.Second, workers: 8, staleAfter: time.Second, messages: 2}}
-	if err := o.mu.check(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	rs, md, err := manyUsersResults(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rs) != 2 {
-		t.Fatalf("%d systems measured, want 2 (anqi-edge, nginx)", len(rs))
-	}
+	rs, md := shortManyUsers(t, muOptions{warmup: 500 * time.Millisecond, duration: 2 * time.Second}, 3*time.Minute)
 	for _, r := range rs {
 		if r.reads == 0 || r.errors != 0 || r.sends == 0 || r.sendErrors != 0 || r.sendCalls < r.sends {
 			t.Errorf("%s: %d reads, %d errors, %d sends (%d errors), %d upstream send calls", r.system, r.reads, r.errors, r.sends, r.sendErrors, r.sendCalls)
@@ -114,21 +125,7 @@ func TestManyUsers_AdminChangesReachAnqiEdgeThroughTheBinlog(t *testing.T) {
 	if !harness.MariaDBAvailable() {
 		t.Skip("mariadbd or mariadb-install-db not found (apt-get install mariadb-server)")
 	}
-	o := options{detailLatency: 5 * time.Millisecond, mu: muOptions{users: 40, interval: 300 * time.Millisecond, jitter: 0.2,
-		sendsPerSec: 5, adminPerSec: 5, warmup: time.Second, duration: 5 * time.Second, ttl: 30 * time.Second, workers: 8,
-		staleAfter: time.Second, messages: 2}}
-	if err := o.mu.check(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	rs, md, err := manyUsersResults(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rs) != 2 {
-		t.Fatalf("%d systems measured, want 2 (anqi-edge, nginx)", len(rs))
-	}
+	rs, md := shortManyUsers(t, muOptions{adminPerSec: 5, warmup: time.Second, duration: 5 * time.Second}, 4*time.Minute)
 	for _, r := range rs {
 		t.Logf("%s: %d admin changes (%d errors); reads checked against one >= 1s old: %d, missing it: %d",
 			r.system, r.adminChanges, r.adminErrors, r.adminReads, r.adminMissed)
