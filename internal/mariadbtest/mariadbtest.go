@@ -129,21 +129,10 @@ func Start(t testing.TB, cfg ...Config) *Server {
 	if err := s.installDB(install); err != nil {
 		t.Fatalf("mariadbtest: %v", err)
 	}
-	var lastErr error
-	for range maxPortTries {
-		port, err := freePort()
-		if err != nil {
-			t.Fatalf("mariadbtest: %v", err)
-		}
-		if lastErr = s.start(port); lastErr == nil {
-			return s
-		}
-		if !errors.Is(lastErr, testproc.ErrPortBusy) {
-			break
-		}
+	if err := testproc.StartOnFreePort(maxPortTries, freePort, s.start); err != nil {
+		t.Fatalf("mariadbtest: starting mariadbd: %v", err)
 	}
-	t.Fatalf("mariadbtest: starting mariadbd: %v", lastErr)
-	return nil
+	return s
 }
 
 // serverArgs are the settings shared by install and run: a small server

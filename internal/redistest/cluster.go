@@ -3,7 +3,6 @@ package redistest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -46,16 +45,7 @@ func StartCluster(t testing.TB) *Cluster {
 			"--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
 			"--cluster-node-timeout", "5000",
 		}
-		var err error
-		for range maxPortTries {
-			var port int
-			if port, err = freePort(true, used); err != nil {
-				t.Fatalf("redistest: %v", err)
-			}
-			if err = s.start(port); err == nil || !errors.Is(err, testproc.ErrPortBusy) {
-				break
-			}
-		}
+		err := testproc.StartOnFreePort(maxPortTries, func() (int, error) { return freePort(true, used) }, s.start)
 		if err != nil {
 			t.Fatalf("redistest: starting cluster node %d: %v", i, err)
 		}

@@ -89,21 +89,10 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := newServer(t, requireServer(t), nil)
-	var lastErr error
-	for range maxPortTries {
-		port, err := freePort(false, nil)
-		if err != nil {
-			t.Fatalf("redistest: %v", err)
-		}
-		if lastErr = s.start(port); lastErr == nil {
-			return s
-		}
-		if !errors.Is(lastErr, testproc.ErrPortBusy) {
-			break
-		}
+	if err := testproc.StartOnFreePort(maxPortTries, func() (int, error) { return freePort(false, nil) }, s.start); err != nil {
+		t.Fatalf("redistest: starting redis-server: %v", err)
 	}
-	t.Fatalf("redistest: starting redis-server: %v", lastErr)
-	return nil
+	return s
 }
 
 // newServer prepares (but does not start) a server in a fresh temp dir and

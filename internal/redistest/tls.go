@@ -44,20 +44,16 @@ func StartTLS(t testing.TB, f TLSFiles, clientTLS *tls.Config) *TLSServer {
 	bin := requireServer(t)
 	dir := t.TempDir()
 	s := &TLSServer{logPath: filepath.Join(dir, "redis.log")}
-	var lastErr error
-	for range maxPortTries {
-		port, err := freePort(false, nil)
-		if err != nil {
-			t.Fatalf("redistest: %v", err)
-		}
+	lastErr := testproc.StartOnFreePort(maxPortTries, func() (int, error) { return freePort(false, nil) }, func(port int) error {
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		lastErr = s.start(t, bin, dir, port, f, clientTLS)
-		if lastErr == nil {
-			return s
+		err := s.start(t, bin, dir, port, f, clientTLS)
+		if err != nil && strings.Contains(err.Error(), "Address already in use") {
+			err = fmt.Errorf("%w: %w", testproc.ErrPortBusy, err)
 		}
-		if !strings.Contains(lastErr.Error(), "Address already in use") {
-			break
-		}
+		return err
+	})
+	if lastErr == nil {
+		return s
 	}
 	if strings.Contains(lastErr.Error(), "not built with TLS") || strings.Contains(lastErr.Error(), "TLS not supported") {
 		t.Skipf("redistest: redis-server without TLS support: %v", lastErr)

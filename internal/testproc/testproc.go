@@ -129,6 +129,23 @@ func (p *Proc) Signal(sig os.Signal) error {
 	return p.cmd.Process.Signal(sig)
 }
 
+// StartOnFreePort calls start on a port from free, and on a fresh one
+// while the last was taken between free and start (ErrPortBusy), at most
+// tries times. It returns start's last error, nil once one succeeded.
+func StartOnFreePort(tries int, free func() (int, error), start func(port int) error) error {
+	var err error
+	for range tries {
+		var port int
+		if port, err = free(); err != nil {
+			return err
+		}
+		if err = start(port); err == nil || !errors.Is(err, ErrPortBusy) {
+			return err
+		}
+	}
+	return err
+}
+
 // RestartOnPort calls start(port) until it succeeds, every `every` while
 // it fails with ErrPortBusy (the old process's socket lingering), for at
 // most `within`. Any other failure, or a port still busy after that, ends
