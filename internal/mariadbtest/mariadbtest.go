@@ -170,7 +170,7 @@ func (s *Server) installDB(bin string) error {
 	cmd.SysProcAttr = procattr.DieWithParent(syscall.SIGKILL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("mariadb-install-db into %s: %v\n%s", s.DataDir(), err, tail(string(out), logTailLines))
+		return fmt.Errorf("mariadb-install-db into %s: %v\n%s", s.DataDir(), err, testproc.Tail(string(out), logTailLines))
 	}
 	return nil
 }
@@ -193,13 +193,7 @@ func (s *Server) Addr() string {
 }
 
 // LogTail returns the last lines of the server's error log.
-func (s *Server) LogTail() string {
-	b, err := os.ReadFile(s.logPath())
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	return tail(string(b), logTailLines)
-}
+func (s *Server) LogTail() string { return testproc.LogTail(s.logPath(), 0, logTailLines) }
 
 func (s *Server) start(port int) error {
 	s.mu.Lock()
@@ -207,16 +201,10 @@ func (s *Server) start(port int) error {
 	s.killLocked()
 	s.port = port
 
-	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, logStart, err := testproc.OpenLog(s.logPath(), "mariadbtest", "mariadbd", port)
 	if err != nil {
 		return err
 	}
-	var logStart int64
-	if fi, err := logf.Stat(); err == nil {
-		logStart = fi.Size()
-	}
-	fmt.Fprintf(logf, "\n==== mariadbtest: starting mariadbd on port %d at %s ====\n",
-		port, time.Now().Format(time.RFC3339Nano))
 
 	c := s.cfg
 	args := append([]string{
@@ -256,24 +244,13 @@ func (s *Server) start(port int) error {
 		return nil
 	}
 	s.killLocked()
-	log := s.logSince(logStart)
+	log := testproc.LogTail(s.logPath(), logStart, logTailLines)
 	err = fmt.Errorf("mariadbd on port %d: %w; log %s:\n%s", port, err, s.logPath(), log)
 	if errors.Is(err, testproc.ErrExited) &&
 		(strings.Contains(log, "Address already in use") || strings.Contains(log, "Can't start server: Bind")) {
 		err = fmt.Errorf("%w: %w", testproc.ErrPortBusy, err)
 	}
 	return err
-}
-
-func (s *Server) logSince(from int64) string {
-	b, err := os.ReadFile(s.logPath())
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	if from > 0 && from <= int64(len(b)) {
-		b = b[from:]
-	}
-	return tail(string(b), logTailLines)
 }
 
 // pingSocket opens one connection over the unix socket and pings it.
@@ -546,18 +523,6 @@ func freePort() (int, error) {
 		return port, nil
 	}
 	return 0, errors.New("no free port found on 127.0.0.1")
-}
-
-func tail(s string, n int) string {
-	const maxBytes = 16 << 10
-	if len(s) > maxBytes {
-		s = s[len(s)-maxBytes:]
-	}
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func cmpOr(s, def string) string {

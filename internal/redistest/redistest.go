@@ -127,7 +127,7 @@ func (s *Server) addrLocked() string {
 func (s *Server) Dir() string { return s.dir }
 
 // LogTail returns the last lines of the server's captured stdout/stderr.
-func (s *Server) LogTail() string { return logTail(s.logPath, 0, logTailLines) }
+func (s *Server) LogTail() string { return testproc.LogTail(s.logPath, 0, logTailLines) }
 
 // Kill sends SIGKILL and waits for the process to exit. It is a no-op when
 // the server is not running, so it may be called any number of times.
@@ -181,16 +181,10 @@ func (s *Server) start(port int) error {
 	s.killLocked()
 	s.port = port
 
-	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, logStart, err := testproc.OpenLog(s.logPath, "redistest", "redis-server", port)
 	if err != nil {
 		return err
 	}
-	var logStart int64
-	if fi, err := logf.Stat(); err == nil {
-		logStart = fi.Size()
-	}
-	fmt.Fprintf(logf, "\n==== redistest: starting redis-server on port %d at %s ====\n",
-		port, time.Now().Format(time.RFC3339Nano))
 
 	args := []string{
 		"--port", strconv.Itoa(port),
@@ -221,7 +215,7 @@ func (s *Server) start(port int) error {
 	}
 	s.killLocked()
 	// Only this attempt's output decides whether to retry.
-	tail := logTail(s.logPath, logStart, logTailLines)
+	tail := testproc.LogTail(s.logPath, logStart, logTailLines)
 	err = fmt.Errorf("redis-server on %s: %w; log %s:\n%s", addr, err, s.logPath, tail)
 	if errors.Is(err, testproc.ErrExited) && strings.Contains(tail, "Address already in use") {
 		err = fmt.Errorf("%w: %w", testproc.ErrPortBusy, err)
@@ -291,25 +285,6 @@ func freePort(bus bool, avoid map[int]bool) (int, error) {
 
 // logTail returns the last n lines of the file at path, ignoring its first
 // from bytes.
-func logTail(path string, from int64, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(cannot read log: %v)", err)
-	}
-	if from > 0 && from <= int64(len(data)) {
-		data = data[from:]
-	}
-	const maxBytes = 16 << 10
-	if len(data) > maxBytes {
-		data = data[len(data)-maxBytes:]
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // waitFor polls cond until it returns nil or timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -31,7 +31,7 @@ type TLSServer struct {
 func (s *TLSServer) Addr() string { return s.addr }
 
 // LogTail returns the end of the server's log.
-func (s *TLSServer) LogTail() string { return logTail(s.logPath, 0, logTailLines) }
+func (s *TLSServer) LogTail() string { return testproc.LogTail(s.logPath, 0, logTailLines) }
 
 // StartTLS starts redis-server with its plain port off (--port 0) and TLS
 // on a free port, using f; clients need no certificate of their own

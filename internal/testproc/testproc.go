@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -163,4 +164,46 @@ func RestartOnPort(t testing.TB, prefix string, port int, within, every time.Dur
 		}
 		time.Sleep(every)
 	}
+}
+
+// OpenLog opens the server's log for appending and marks the start of
+// this attempt in it ("==== prefix: starting what on port N at T ===="); from is where the attempt's output begins (see
+// LogTail), so an earlier run's "Address already in use" never decides
+// this one.
+func OpenLog(path, prefix, what string, port int) (f *os.File, from int64, err error) {
+	f, err = os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, 0, err
+	}
+	if fi, err := f.Stat(); err == nil {
+		from = fi.Size()
+	}
+	fmt.Fprintf(f, "\n==== %s: starting %s on port %d at %s ====\n", prefix, what, port, time.Now().Format(time.RFC3339Nano))
+	return f, from, nil
+}
+
+// LogTail returns the last n lines of the log at path from byte from on
+// (at most its last 16 KiB).
+func LogTail(path string, from int64, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(cannot read log: %v)", err)
+	}
+	if from > 0 && from <= int64(len(data)) {
+		data = data[from:]
+	}
+	return Tail(string(data), n)
+}
+
+// Tail returns the last n lines of s (at most its last 16 KiB).
+func Tail(s string, n int) string {
+	const maxBytes = 16 << 10
+	if len(s) > maxBytes {
+		s = s[len(s)-maxBytes:]
+	}
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
