@@ -656,7 +656,7 @@ func (r *Redis) invalidateOrder(ctx context.Context, order int64, confirm bool) 
 	// Acks reach this replica over its subscription: without one, none
 	// would be heard.
 	var w *confirmation
-	if _, cluster := r.c.(*redis.ClusterClient); confirm && !cluster && r.subscribed.Load() {
+	if confirm && !r.cluster && r.subscribed.Load() {
 		w = r.expect() // before the message goes out
 	}
 	n, err := r.invalidate(ctx, order, w)
