@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 		// are closed in cleanups, but its timer goroutine can lag a moment.
 		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
 		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+		redistest.ProcessServerGoroutine,
 	)
 }
 

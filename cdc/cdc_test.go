@@ -291,7 +291,8 @@ func TestCDC_StoppedReaderLeavesNoGoroutines(t *testing.T) {
 		// go-redis's pool and go-sql-driver's connections live with the clients.
 		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
 		goleak.IgnoreAnyFunction("github.com/go-sql-driver/mysql.(*mysqlConn).startWatcher.func1"),
-		goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"))
+		goleak.IgnoreAnyFunction("database/sql.(*DB).connectionOpener"),
+		redistest.ProcessServerGoroutine)
 	if n, _ := rc.Exists(context.Background(), prefix+"lease").Result(); n != 0 {
 		t.Errorf("the lease key outlived a clean stop: the next replica would wait for it to expire")
 	}

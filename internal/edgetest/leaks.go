@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"go.uber.org/goleak"
+
+	"anqi-edge/internal/redistest"
 )
 
 // LibraryGoroutines are the goroutines goleak must not count in tests that
@@ -24,6 +26,8 @@ var LibraryGoroutines = []goleak.Option{
 	// Idle keep-alive connections of net/http clients (Client among them).
 	goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 	goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+	// The test binary's own Redis when ANQI_EDGE_TEST_REDIS is not set.
+	redistest.ProcessServerGoroutine,
 }
 
 // SyncBuffer is a bytes.Buffer that a test reads while another goroutine

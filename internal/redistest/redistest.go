@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"anqi-edge/internal/testproc"
 )
@@ -226,8 +227,11 @@ func (s *Server) start(port int) error {
 // Shared returns the address of the shared test server named by
 // $ANQI_EDGE_TEST_REDIS when it is set and answers PING. That server is
 // long-lived and shared by all packages: tests must use their own key prefix
-// (see Prefix) and must not FLUSHALL it. Otherwise Shared starts a private
-// server with Start and returns its address.
+// (see Prefix) and must not FLUSHALL it. Otherwise Shared starts one
+// private server for this test binary, on first use, and every later call
+// returns the same one, so that a test (or two tiers of one test) that asks
+// twice gets one server, as it does under CI. It lives as long as the test
+// binary (the kernel kills it when the binary exits).
 func Shared(t testing.TB) string {
 	t.Helper()
 	if addr := os.Getenv(SharedEnv); addr != "" {
@@ -237,7 +241,41 @@ func Shared(t testing.TB) string {
 		}
 		t.Logf("redistest: %s=%s does not answer PING (%v); starting a private redis-server", SharedEnv, addr, err)
 	}
-	return Start(t).Addr()
+	return processServer(t)
+}
+
+// ProcessServerGoroutine is the goroutine that reaps the test binary's
+// private shared server (see Shared), which outlives every test on
+// purpose: goleak must not count it.
+var ProcessServerGoroutine = goleak.IgnoreAnyFunction("anqi-edge/internal/testproc.Start.func1")
+
+// process is the test binary's own stand-in for the shared server.
+var process struct {
+	mu   sync.Mutex
+	addr string
+}
+
+func processServer(t testing.TB) string {
+	t.Helper()
+	process.mu.Lock()
+	defer process.mu.Unlock()
+	if process.addr != "" && ping(process.addr, 2*time.Second) == nil {
+		return process.addr
+	}
+	dir, err := os.MkdirTemp("", "redistest-shared-")
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	// Persistence is off and nothing is read from the directory once the
+	// server runs (its log stays open), so it goes as soon as the server is
+	// up: nothing is left behind when the binary exits.
+	defer os.RemoveAll(dir)
+	s := &Server{bin: requireServer(t), dir: dir, logPath: filepath.Join(dir, "redis.log")}
+	if err := testproc.StartOnFreePort(maxPortTries, func() (int, error) { return freePort(false, nil) }, s.start); err != nil {
+		t.Fatalf("redistest: starting the private shared redis-server: %v", err)
+	}
+	process.addr = s.Addr()
+	return process.addr
 }
 
 // Prefix returns a key prefix unique to this test run, e.g.

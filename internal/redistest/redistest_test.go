@@ -15,7 +15,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, ProcessServerGoroutine)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
