@@ -73,6 +73,10 @@ type Result struct {
 	Entry   *Entry
 	Other   any
 	Outcome Outcome
+	// At is when the tiers settled on the answer (unix nanoseconds): an
+	// answer's Age is measured at it. An L1 hit's is the time the caller
+	// passed to GetAt, so the hit path reads the clock once.
+	At int64
 }
 
 var (
@@ -192,18 +196,31 @@ func (t *Tiers) SetConfirmTimeout(d time.Duration) { t.confirmTimeout.Store(int6
 // allocating; a stale one is returned while one background refresh runs;
 // anything else goes through load.
 func (t *Tiers) Get(ctx context.Context, key Key, c Caller) (Result, error) {
-	now := time.Now().UnixNano()
+	return t.GetAt(ctx, key, c, time.Now().UnixNano())
+}
+
+// GetAt is Get for a caller that has read the clock already: now is the
+// request's arrival, in unix nanoseconds.
+func (t *Tiers) GetAt(ctx context.Context, key Key, c Caller, now int64) (Result, error) {
+	res, err := t.get(ctx, key, c, now)
+	if res.At == 0 {
+		res.At = time.Now().UnixNano() // after a wait for Redis or AnqiCMS
+	}
+	return res, err
+}
+
+func (t *Tiers) get(ctx context.Context, key Key, c Caller, now int64) (Result, error) {
 	if e, fresh := t.l1.Get(key, now); e != nil && fresh {
 		switch t.policy.Load().State(e, now) {
 		case Fresh:
 			t.m.L1Hit.Inc()
-			return Result{Entry: e, Outcome: Hit}, nil
+			return Result{Entry: e, Outcome: Hit, At: now}, nil
 		case Revalidate:
 			t.m.L1Stale.Inc()
 			if t.startRefresh(key) {
 				t.refresh(key, t.l1.Gen(key.Order), c.Loader(true))
 			}
-			return Result{Entry: e, Outcome: Stale}, nil
+			return Result{Entry: e, Outcome: Stale, At: now}, nil
 		}
 	}
 	t.m.L1Miss.Inc()
@@ -216,8 +233,9 @@ func (t *Tiers) Get(ctx context.Context, key Key, c Caller) (Result, error) {
 		g := t.l1.Gen(key.Order)
 		if e := t.redisFresh(key); e != nil {
 			t.m.RedisHit.Inc()
-			t.l1.Set(key, e, g, time.Now().UnixNano())
-			return Result{Entry: e, Outcome: Hit}, nil
+			at := time.Now().UnixNano()
+			t.l1.Set(key, e, g, at)
+			return Result{Entry: e, Outcome: Hit, At: at}, nil
 		}
 	}
 	return t.load(ctx, key, c)

@@ -4,8 +4,10 @@
 package metrics
 
 import (
+	"maps"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -64,8 +66,12 @@ type Metrics struct {
 	// error a failed call; neither is a miss.
 	RedisHit, RedisStale, RedisMiss, RedisSkipped, RedisLookupError prometheus.Counter
 
-	codesMu sync.RWMutex
-	codes   map[routeCode]prometheus.Counter
+	// codes is copied on write: every request reads it, and an RWMutex's
+	// read lock is a write to one shared word, which the two cores of a
+	// small machine then pass back and forth on every request. New
+	// (route, status) pairs are rare after the first seconds.
+	codesMu sync.Mutex
+	codes   atomic.Pointer[map[routeCode]prometheus.Counter]
 }
 
 type routeCode struct {
@@ -78,7 +84,8 @@ type routeCode struct {
 func New(l1 func() (bytes, entries int64)) *Metrics {
 	r := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
-	m := &Metrics{Registry: r, codes: map[routeCode]prometheus.Counter{}}
+	m := &Metrics{Registry: r}
+	m.codes.Store(&map[routeCode]prometheus.Counter{})
 
 	m.Requests = counterVec("requests_total", "Requests answered, by route and HTTP status.", "route", "code")
 	m.DetailResults = counterVec("detail_results_total", "Order detail answers by X-Cache result.", "cache")
@@ -180,13 +187,15 @@ func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
 // is created once and then only looked up under a read lock.
 func (m *Metrics) Request(route string, code int) {
 	k := routeCode{route, code}
-	m.codesMu.RLock()
-	c, ok := m.codes[k]
-	m.codesMu.RUnlock()
+	c, ok := (*m.codes.Load())[k]
 	if !ok {
 		c = m.Requests.WithLabelValues(route, strconv.Itoa(code))
 		m.codesMu.Lock()
-		m.codes[k] = c
+		old := *m.codes.Load()
+		next := make(map[routeCode]prometheus.Counter, len(old)+1)
+		maps.Copy(next, old)
+		next[k] = c
+		m.codes.Store(&next)
 		m.codesMu.Unlock()
 	}
 	c.Inc()

@@ -83,8 +83,12 @@ func (d *Detail) SetOptions(o DetailOptions) { d.o.Store(&o) }
 // Serve is the fasthttp handler. A fresh L1 hit allocates nothing:
 // everything up to respond works on stack buffers and on slices fasthttp
 // owns.
+//
+// The clock is read once, here: the identity's expiry, L1's freshness and
+// a hit's Age are all judged at the request's arrival.
 func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
-	key, _, ok := d.admit(ctx)
+	now := time.Now()
+	key, _, ok := d.admit(ctx, now)
 	if !ok {
 		return
 	}
@@ -92,7 +96,7 @@ func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
 		// AnqiCMS does not route HEAD: answer it from what is cached, and
 		// otherwise let AnqiCMS give its own answer.
 		if e, st := d.tiers.Peek(key); e != nil {
-			d.respond(ctx, e, st)
+			d.respond(ctx, e, st, time.Now().UnixNano())
 		} else {
 			d.bypass(ctx)
 		}
@@ -100,7 +104,7 @@ func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
 	}
 	c := d.calls.Get().(*originCall)
 	c.ctx = ctx
-	res, err := d.tiers.Get(context.Background(), key, c)
+	res, err := d.tiers.GetAt(context.Background(), key, c, now.UnixNano())
 	fg := c.fg
 	c.ctx, c.fg = nil, nil
 	d.calls.Put(c)
@@ -114,7 +118,7 @@ func (d *Detail) Serve(ctx *fasthttp.RequestCtx) {
 // admit parses and identifies a detail request and derives its key. When
 // the request must not use the cache it answers it itself (bad id: a local
 // error; anything else: forwarded as is) and reports false.
-func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, bool) {
+func (d *Detail) admit(ctx *fasthttp.RequestCtx, now time.Time) (cache.Key, anqicms.Identity, bool) {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		d.bypass(ctx)
 		return cache.Key{}, anqicms.Identity{}, false
@@ -139,7 +143,6 @@ func (d *Detail) admit(ctx *fasthttp.RequestCtx) (cache.Key, anqicms.Identity, b
 	// fasthttp's cookie parser would: the two disagree on malformed
 	// Cookie headers.
 	token := anqicms.RequestToken(&ctx.Request.Header)
-	now := time.Now()
 	o := d.o.Load()
 	id := d.ids.Identify(site, token, now)
 	// Anonymous requests are never cached: AnqiCMS, not anqi-edge, decides
@@ -184,7 +187,7 @@ func noCache(ctx *fasthttp.RequestCtx) {
 
 // respond writes a stored entry. Entries are immutable, so their slices go
 // to fasthttp without a copy.
-func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outcome) {
+func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outcome, at int64) {
 	label := xMiss
 	switch st {
 	case cache.Hit:
@@ -201,7 +204,7 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outc
 	h.SetContentTypeBytes(e.ContentType)
 	h.SetCanonical(hETag, e.ETag)
 	h.SetCanonical(hXCache, label)
-	age := max(e.Age(time.Now().UnixNano())/time.Second, 0)
+	age := max(e.Age(at)/time.Second, 0)
 	var ageBuf [20]byte
 	h.SetCanonical(hAge, strconv.AppendInt(ageBuf[:0], int64(age), 10))
 	h.SetCanonical(hVary, vAcceptEncoding)
@@ -227,7 +230,7 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outc
 func (d *Detail) write(ctx *fasthttp.RequestCtx, res cache.Result, fg *originLoad) {
 	switch a := res.Other.(type) {
 	case nil:
-		d.respond(ctx, res.Entry, res.Outcome)
+		d.respond(ctx, res.Entry, res.Outcome, res.At)
 	case *answer:
 		d.m.DetailMiss.Inc()
 		ctx.SetStatusCode(a.status)
@@ -288,7 +291,7 @@ func (d *Detail) Admit(ctx *fasthttp.RequestCtx) (watch.Subject, bool) {
 		// HEAD forwarded to AnqiCMS must get AnqiCMS's answer to HEAD.
 		ctx.Request.Header.SetMethod(fasthttp.MethodGet)
 	}
-	key, id, ok := d.admit(ctx)
+	key, id, ok := d.admit(ctx, time.Now())
 	if !ok {
 		return watch.Subject{}, false
 	}

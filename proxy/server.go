@@ -14,7 +14,6 @@ import (
 	"net"
 	"runtime/debug"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 
@@ -53,7 +52,6 @@ type Server struct {
 	srv     *fasthttp.Server
 	ln      net.Listener
 	maxBody int64 // server.max_request_body
-	reqSeq  atomic.Uint64
 }
 
 // New builds the public listener. Nothing listens until Serve.
@@ -118,6 +116,8 @@ var hRequestID = []byte("X-Request-Id")
 // pass-through.
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	route := metrics.RoutePassThrough
+	var idBuf [64]byte
+	id := s.requestID(ctx, idBuf[:0])
 	defer func() {
 		if p := recover(); p != nil {
 			s.o.Metrics.Panics.Inc()
@@ -125,7 +125,10 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
 		}
 		// Set last: pass-through copies AnqiCMS's headers over the response.
-		ctx.Response.Header.SetCanonical(hRequestID, ctx.Request.Header.PeekBytes(hRequestID))
+		if id == nil { // longer than idBuf: read it again
+			id = ctx.Request.Header.PeekBytes(hRequestID)
+		}
+		ctx.Response.Header.SetCanonical(hRequestID, id)
 		s.o.Metrics.Request(route, ctx.Response.StatusCode())
 		if s.o.Log.Enabled(context.Background(), slog.LevelDebug) {
 			s.o.Log.Debug("request", "method", string(ctx.Method()), "uri", string(ctx.RequestURI()),
@@ -133,7 +136,6 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 				"cache", string(ctx.Response.Header.Peek("X-Cache")), "request_id", string(ctx.Request.Header.Peek("X-Request-Id")))
 		}
 	}()
-	s.requestID(ctx)
 
 	// fasthttp streams request bodies and does not enforce
 	// MaxRequestBodySize on streams, so the limit is applied here: a
@@ -216,16 +218,25 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
-// requestID makes sure every request carries X-Request-Id, upstream and back.
-func (s *Server) requestID(ctx *fasthttp.RequestCtx) {
-	id := ctx.Request.Header.PeekBytes(hRequestID)
-	if len(id) == 0 {
-		var buf [40]byte
-		b := append(buf[:0], s.o.ReplicaID...)
-		b = append(b, '-')
-		b = strconv.AppendUint(b, s.reqSeq.Add(1), 36)
-		ctx.Request.Header.SetCanonical(hRequestID, b)
+// requestID makes sure every request carries X-Request-Id, upstream and
+// back, and returns it in a copy made in buf, or nil when it does not fit
+// there. A copy, because the handler may rewrite the request's headers
+// before the answer is labelled with it.
+func (s *Server) requestID(ctx *fasthttp.RequestCtx, buf []byte) []byte {
+	if id := ctx.Request.Header.PeekBytes(hRequestID); len(id) > 0 {
+		if len(id) > cap(buf) {
+			return nil
+		}
+		return append(buf, id...)
 	}
+	// fasthttp's request id (connection number, request number on it) is
+	// unique in this process without a counter every request would
+	// increment; the replica id makes it unique across replicas.
+	b := append(buf, s.o.ReplicaID...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, ctx.ID(), 36)
+	ctx.Request.Header.SetCanonical(hRequestID, b)
+	return b
 }
 
 // serverError answers what fasthttp rejects before the handler runs.

@@ -3,7 +3,16 @@
 // anqi-edge L1 hit after one map lookup, and does nothing else (no token
 // check, no key derivation, no freshness, no metrics).
 //
-//	ceiling -listen 127.0.0.1:PORT -origin 'http://EDGE/api/communication/order/detail?id=N' -token T
+//	ceiling -listen 127.0.0.1:PORT -origin 'http://EDGE/api/communication/order/detail?id=N' -token T \
+//		[-read-timeout 60s -write-timeout 60s -idle-timeout 90s]
+//
+// The timeouts are anqi-edge's server.read_timeout, write_timeout and
+// idle_timeout. fasthttp arms a connection deadline per request for each
+// one that is set (three per keep-alive request), work that belongs to the
+// listener a production server needs, not to the handler an L1 hit runs;
+// edgebench gives the ceiling anqi-edge's defaults so that the ratio
+// measures anqi-edge's own work, and also runs one without any, for
+// reference.
 //
 // At start it reads the answer from -origin (a warm anqi-edge; the answer
 // must be an X-Cache: HIT) and then serves it, for that request URI only,
@@ -34,6 +43,10 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address to listen on")
 	origin := flag.String("origin", "", "URL of a warm anqi-edge detail answer to replay (required)")
 	token := flag.String("token", "", "value of the token header sent to -origin")
+	var t timeouts
+	flag.DurationVar(&t.read, "read-timeout", 0, "fasthttp ReadTimeout (anqi-edge: server.read_timeout); 0 = none")
+	flag.DurationVar(&t.write, "write-timeout", 0, "fasthttp WriteTimeout (anqi-edge: server.write_timeout); 0 = none")
+	flag.DurationVar(&t.idle, "idle-timeout", 0, "fasthttp IdleTimeout (anqi-edge: server.idle_timeout); 0 = none")
 	flag.Parse()
 	if *origin == "" {
 		log.Fatal("-origin is required")
@@ -49,12 +62,13 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv := newServer(map[string]*answer{uri: a})
+	srv := newServer(map[string]*answer{uri: a}, t)
 	go func() {
 		<-ctx.Done()
 		srv.Shutdown()
 	}()
-	log.Printf("serving %s on http://%s (%d-byte body, %d headers from %s)", uri, ln.Addr(), len(a.body), len(a.headers), *origin)
+	log.Printf("serving %s on http://%s (%d-byte body, %d headers from %s; timeouts read %s, write %s, idle %s)",
+		uri, ln.Addr(), len(a.body), len(a.headers), *origin, t.read, t.write, t.idle)
 	if err := srv.Serve(ln); err != nil {
 		log.Fatal(err)
 	}
@@ -123,16 +137,22 @@ func fetch(u, token string) (*answer, error) {
 	return a, nil
 }
 
-// newServer answers the recorded answers by request URI, with the same
-// server options anqi-edge's public listener uses where they change the
-// bytes on the wire (no default Server or Content-Type header).
-func newServer(answers map[string]*answer) *fasthttp.Server {
+// timeouts are the listener's deadlines (0 = none, fasthttp's default).
+type timeouts struct{ read, write, idle time.Duration }
+
+// newServer answers the recorded answers by request URI, with fasthttp's
+// defaults except where anqi-edge's public listener changes the bytes on
+// the wire (no default Server or Content-Type header) and the timeouts
+// given. Request header names are normalized, as anqi-edge has them.
+func newServer(answers map[string]*answer, t timeouts) *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                       handler(answers),
-		NoDefaultServerHeader:         true,
-		NoDefaultContentType:          true,
-		DisableHeaderNamesNormalizing: true,
-		CloseOnShutdown:               true,
+		Handler:               handler(answers),
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+		ReadTimeout:           t.read,
+		WriteTimeout:          t.write,
+		IdleTimeout:           t.idle,
 	}
 }
 
@@ -146,7 +166,7 @@ func handler(answers map[string]*answer) fasthttp.RequestHandler {
 		ctx.SetStatusCode(a.status)
 		h := &ctx.Response.Header
 		for _, kv := range a.headers {
-			h.AddBytesKV(kv[0], kv[1])
+			h.SetCanonical(kv[0], kv[1]) // the recorded spelling (ETag, not Etag), as anqi-edge sets them
 		}
 		ctx.Response.SetBodyRaw(a.body)
 	}

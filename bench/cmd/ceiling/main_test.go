@@ -62,7 +62,7 @@ func TestCeiling_ReplaysTheHitsBytesAndHeaders(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newServer(map[string]*answer{uri: a})
+	srv := newServer(map[string]*answer{uri: a}, timeouts{read: time.Minute, write: time.Minute, idle: time.Minute})
 	go srv.Serve(ln)
 	defer srv.Shutdown()
 

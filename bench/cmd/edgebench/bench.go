@@ -23,8 +23,11 @@ import (
 const (
 	detailPath  = "/api/communication/order/detail"
 	tokenSecret = "edgebench-secret"
-	// ceilingLabel names the bench/cmd/ceiling row of the hot-key table.
-	ceilingLabel = "bare fasthttp ceiling (same bytes, one map lookup)"
+	// ceilingLabel names the bench/cmd/ceiling row of the hot-key table,
+	// the limit an L1 hit is held to; bareLabel the ceiling without
+	// anqi-edge's listener timeouts, for reference.
+	ceilingLabel = "bare fasthttp ceiling (same bytes, one map lookup, anqi-edge's listener timeouts)"
+	bareLabel    = "bare fasthttp, no timeouts (reference)"
 )
 
 // target is one system under test, addressed by its detail URL.
@@ -210,12 +213,17 @@ func bench(ctx context.Context, o options) (err error) {
 	if _, _, err := warm(ctx, target{label: specs[0].label, base: edges[0].base}, hotOrder, token); err != nil {
 		return err
 	}
-	logf("starting the bare fasthttp ceiling (replays %s)", l1Hot)
-	cp, ceilingBase, err := startCeiling(ctx, dir, ceilingBin, l1Hot, token)
+	logf("starting the bare fasthttp ceiling, with and without anqi-edge's listener timeouts (replays %s)", l1Hot)
+	cp, ceilingBase, err := startCeiling(ctx, dir, ceilingBin, "ceiling", l1Hot, token, true)
 	if err != nil {
 		return err
 	}
 	procs.Add(cp)
+	bp, bareBase, err := startCeiling(ctx, dir, ceilingBin, "ceiling-bare", l1Hot, token, false)
+	if err != nil {
+		return err
+	}
+	procs.Add(bp)
 
 	targets := []target{
 		{name: "l1", label: specs[0].label, base: edges[0].base, edge: edges[0], pid: edges[0].proc.PID()},
@@ -226,6 +234,7 @@ func bench(ctx context.Context, o options) (err error) {
 		{name: "direct", label: "direct (fake AnqiCMS, no cache)", base: fakeBase, pid: os.Getpid()},
 		// The limit: fasthttp answering L1's bytes after one map lookup.
 		{name: "ceiling", label: ceilingLabel, base: ceilingBase, pid: cp.PID()},
+		{name: "bare", label: bareLabel, base: bareBase, pid: bp.PID()},
 	}
 
 	// Reference body straight from the fake; every cache must serve it byte for byte.
@@ -286,6 +295,10 @@ func bench(ctx context.Context, o options) (err error) {
 		l1.medianPerCore()/ng.medianPerCore(), fmtDur(l1.medianP99()), fmtDur(ng.medianP99()))
 	logf("anqi-edge L1 / bare fasthttp ceiling: %.2fx req/s, %.2fx req per CPU-second", l1.medianRPS()/ceil.medianRPS(),
 		l1.medianPerCore()/ceil.medianPerCore())
+	if bare := res.hot[6]; bare.medianRPS() > 0 {
+		logf("anqi-edge L1 / bare fasthttp without timeouts: %.2fx req/s, %.2fx req per CPU-second", l1.medianRPS()/bare.medianRPS(),
+			l1.medianPerCore()/bare.medianPerCore())
+	}
 	if rd := res.hot[2]; rd.medianPerCore() > 0 && l1.medianPerCore() > 0 {
 		logf("anqi-edge Redis-tier hit / L1 hit: %.2fx server CPU per request (%.1f µs vs %.1f µs)",
 			l1.medianPerCore()/rd.medianPerCore(), 1e6/rd.medianPerCore(), 1e6/l1.medianPerCore())

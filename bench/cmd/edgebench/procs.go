@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"anqi-edge/bench/internal/harness"
+	"anqi-edge/config"
 )
 
 // The child processes (start, stop, readiness, ports, redis-server) are
@@ -125,13 +126,24 @@ func buildCeiling(ctx context.Context, root, dir string) (string, error) {
 
 // startCeiling starts the ceiling server replaying the answer origin gives
 // for token (a warm anqi-edge L1 hit) and returns it with its base URL.
-func startCeiling(ctx context.Context, dir, bin, origin, token string) (*harness.Proc, string, error) {
+//
+// With listener, the ceiling arms the same connection deadlines as
+// anqi-edge's public listener (config.toml's server.read_timeout,
+// write_timeout and idle_timeout, which every anqi-edge in the run keeps);
+// without, it has none (fasthttp's default), a reference row.
+func startCeiling(ctx context.Context, dir, bin, name, origin, token string, listener bool) (*harness.Proc, string, error) {
 	port, err := harness.FreePort()
 	if err != nil {
 		return nil, "", err
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := harness.Start("ceiling", dir, bin, "-listen", listen, "-origin", origin, "-token", token)
+	args := []string{"-listen", listen, "-origin", origin, "-token", token}
+	if listener {
+		s := config.Default().Server
+		args = append(args, "-read-timeout", s.ReadTimeout.String(), "-write-timeout", s.WriteTimeout.String(),
+			"-idle-timeout", s.IdleTimeout.String())
+	}
+	p, err := harness.Start(name, dir, bin, args...)
 	if err != nil {
 		return nil, "", err
 	}
