@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"hash/maphash"
 	"strconv"
 	"strings"
 	"testing"
@@ -265,5 +266,42 @@ func TestNewIdentifier_TwoKeysForOneHostAreRefused(t *testing.T) {
 	_, err := NewIdentifier(testSecret, map[string]string{"a.example.com:80": "x", "a.example.com:443": "y"}, 0)
 	if err == nil || !strings.Contains(err.Error(), "auth.site_secrets") {
 		t.Fatalf("err = %v, want one naming auth.site_secrets", err)
+	}
+}
+
+// Two users' tokens that fall in the same slot of the front memo take
+// turns at it, in both modes: each must still be identified as its own
+// user, never as the other (which would key one user's answers to the
+// other's cache entries).
+func TestIdentify_TokensSharingAFrontSlotKeepTheirOwnUsers(t *testing.T) {
+	for _, secret := range []string{testSecret, ""} {
+		x := newIdentifier(t, secret, nil)
+		now := time.Now()
+		key := []byte(testSecret + "-user-token")
+		exp := now.Add(24 * time.Hour)
+		tok := func(user int) []byte { return sign(t, jwt.SigningMethodHS256, key, claims(strconv.Itoa(user), exp)) }
+		slot := func(tok []byte) uint64 { return maphash.Bytes(memoSeed, tok) % frontSlots }
+		a := tok(1)
+		var b []byte
+		for u := 2; b == nil; u++ {
+			if c := tok(u); slot(c) == slot(a) {
+				b = c
+			}
+		}
+		wantA, wantB := x.Identify(site, a, now), x.Identify(site, b, now)
+		if wantA.Kind == Anonymous || wantB.Kind == Anonymous || string(wantA.User) == string(wantB.User) {
+			t.Fatalf("secret %q: the two tokens are %+v and %+v, want two users", secret, wantA, wantB)
+		}
+		for i := range 6 {
+			tk, want := a, wantA
+			if i%2 == 1 {
+				tk, want = b, wantB
+			}
+			for range 2 {
+				if got := x.Identify(site, tk, now); string(got.ID) != string(want.ID) || string(got.User) != string(want.User) || got.Kind != want.Kind {
+					t.Fatalf("secret %q, call %d: %+v, want %+v", secret, i, got, want)
+				}
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -310,5 +311,36 @@ func TestRedisEntry_StoredBytesComeBackExactlyWithTheirTTL(t *testing.T) {
 	// Another identity of the same order is another entry.
 	if other, _, _ := r.Get(ctx, MakeKey(77, KeyParts{Site: []byte("shop.example.com"), Identity: 'u', ID: []byte("6")})); other != nil {
 		t.Fatal("user 6 read user 5's entry")
+	}
+}
+
+// Two users whose key parts fall in the same remembered-digest slot take
+// turns at it: each must still get the digest of its own parts, never the
+// other's (a shared key would show one user the other's order).
+func TestMakeKey_UsersSharingADigestSlotKeepTheirOwnKeys(t *testing.T) {
+	parts := func(user int) KeyParts {
+		return KeyParts{Site: []byte("shop.example.com"), Identity: 1, ID: []byte(fmt.Sprint(user))}
+	}
+	want := func(p KeyParts) [32]byte { return sha256.Sum256(encodeParts(nil, p)) }
+	a := parts(1)
+	slot := keyDigestSlot(encodeParts(nil, a))
+	b := KeyParts{}
+	for u := 2; ; u++ {
+		if keyDigestSlot(encodeParts(nil, parts(u))) == slot {
+			b = parts(u)
+			break
+		}
+	}
+	for i := range 6 { // a, b, a, b, ...: every call finds the other's digest in the slot
+		p := a
+		if i%2 == 1 {
+			p = b
+		}
+		if k := MakeKey(7, p); k.Sum != want(p) || k.Order != 7 {
+			t.Fatalf("call %d: user %s got %x, want %x", i, p.ID, k.Sum, want(p))
+		}
+		if k := MakeKey(8, p); k.Sum != want(p) || k.Order != 8 {
+			t.Fatalf("call %d again: user %s got %x, want %x", i, p.ID, k.Sum, want(p))
+		}
 	}
 }

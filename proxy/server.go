@@ -117,7 +117,7 @@ var hRequestID = []byte("X-Request-Id")
 func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 	route := metrics.RoutePassThrough
 	var idBuf [64]byte
-	id := s.requestID(ctx, idBuf[:0])
+	id := requestID(ctx, s.o.ReplicaID, idBuf[:0])
 	defer func() {
 		if p := recover(); p != nil {
 			s.o.Metrics.Panics.Inc()
@@ -125,7 +125,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 			writeEnvelope(ctx, fasthttp.StatusInternalServerError, internalError)
 		}
 		// Set last: pass-through copies AnqiCMS's headers over the response.
-		if id == nil { // longer than idBuf: read it again
+		if id == nil { // the client's, longer than idBuf: read it again
 			id = ctx.Request.Header.PeekBytes(hRequestID)
 		}
 		ctx.Response.Header.SetCanonical(hRequestID, id)
@@ -133,7 +133,7 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 		if s.o.Log.Enabled(context.Background(), slog.LevelDebug) {
 			s.o.Log.Debug("request", "method", string(ctx.Method()), "uri", string(ctx.RequestURI()),
 				"status", ctx.Response.StatusCode(), "route", route,
-				"cache", string(ctx.Response.Header.Peek("X-Cache")), "request_id", string(ctx.Request.Header.Peek("X-Request-Id")))
+				"cache", string(ctx.Response.Header.Peek("X-Cache")), "request_id", string(id))
 		}
 	}()
 
@@ -218,25 +218,32 @@ func (s *Server) bufferBody(ctx *fasthttp.RequestCtx) bool {
 	return true
 }
 
-// requestID makes sure every request carries X-Request-Id, upstream and
-// back, and returns it in a copy made in buf, or nil when it does not fit
-// there. A copy, because the handler may rewrite the request's headers
-// before the answer is labelled with it.
-func (s *Server) requestID(ctx *fasthttp.RequestCtx, buf []byte) []byte {
+// requestID returns the request's X-Request-Id: the client's, copied into
+// buf (nil when it does not fit there), else the one anqi-edge gives it. A
+// copy, because the handler may rewrite the request's headers before the
+// answer is labelled with it. The request itself is not changed: what is
+// forwarded gets the id in Upstream.prepare, and an answer from the cache
+// never needs it on the request.
+func requestID(ctx *fasthttp.RequestCtx, replica string, buf []byte) []byte {
 	if id := ctx.Request.Header.PeekBytes(hRequestID); len(id) > 0 {
 		if len(id) > cap(buf) {
 			return nil
 		}
 		return append(buf, id...)
 	}
-	// fasthttp's request id (connection number, request number on it) is
-	// unique in this process without a counter every request would
-	// increment; the replica id makes it unique across replicas.
-	b := append(buf, s.o.ReplicaID...)
-	b = append(b, '-')
-	b = strconv.AppendUint(b, ctx.ID(), 36)
-	ctx.Request.Header.SetCanonical(hRequestID, b)
-	return b
+	return appendGeneratedID(buf, replica, ctx)
+}
+
+// appendGeneratedID appends the id anqi-edge gives a request that came
+// without one. fasthttp's request id (connection number, request number on
+// it) is unique in this process without a counter every request would
+// write; the replica id makes it unique across replicas. It is a function
+// of the request alone, so the answer and the forwarded request, made in
+// different places, carry the same id.
+func appendGeneratedID(dst []byte, replica string, ctx *fasthttp.RequestCtx) []byte {
+	dst = append(dst, replica...)
+	dst = append(dst, '-')
+	return strconv.AppendUint(dst, ctx.ID(), 36)
 }
 
 // serverError answers what fasthttp rejects before the handler runs.

@@ -38,7 +38,7 @@ func TestServer_HandlerPanicIs500EnvelopeAndTheNextRequestSucceeds(t *testing.T)
 	env := startEdge(t, nil)
 	m := metrics.New(nil)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	up, err := proxy.NewUpstream(env.Config.Upstream)
+	up, err := proxy.NewUpstream(env.Config.Upstream, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,14 +27,17 @@ type Upstream struct {
 	streaming *fasthttp.HostClient
 	addr      string
 	https     bool
+	replica   string // the replica id, for the X-Request-Id of requests that came without one
 	// timeout bounds a whole call and dial one connection (nanoseconds);
 	// a reload may change both.
 	timeout atomic.Int64
 	dial    atomic.Int64
 }
 
-// NewUpstream builds the pools for cfg.URL.
-func NewUpstream(cfg config.Upstream) (*Upstream, error) {
+// NewUpstream builds the pools for cfg.URL. replica is the replica's id,
+// the prefix of the X-Request-Id anqi-edge gives a request that came
+// without one.
+func NewUpstream(cfg config.Upstream, replica string) (*Upstream, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("upstream.url %q: %w", cfg.URL, err)
@@ -55,7 +58,7 @@ func NewUpstream(cfg config.Upstream) (*Upstream, error) {
 			addr = net.JoinHostPort(u.Hostname(), "80")
 		}
 	}
-	up := &Upstream{addr: addr, https: https}
+	up := &Upstream{addr: addr, https: https, replica: replica}
 	up.SetTimeouts(cfg.Timeout.Duration, cfg.DialTimeout.Duration)
 	mk := func(stream bool) *fasthttp.HostClient {
 		hc := &fasthttp.HostClient{
@@ -103,6 +106,10 @@ func (u *Upstream) Addr() string { return u.addr }
 func (u *Upstream) prepare(ctx *fasthttp.RequestCtx, req *fasthttp.Request) {
 	ctx.Request.Header.CopyTo(&req.Header)
 	stripHop(&req.Header)
+	if len(req.Header.PeekBytes(hRequestID)) == 0 {
+		var buf [64]byte
+		req.Header.SetCanonical(hRequestID, appendGeneratedID(buf[:0], u.replica, ctx))
+	}
 	req.UseHostHeader = true
 	if u.https {
 		req.URI().SetScheme("https")

@@ -110,7 +110,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Replica, error) {
 	}
 	r.tiers = cache.NewTiers(to)
 
-	if r.up, err = proxy.NewUpstream(cfg.Upstream); err != nil {
+	if r.up, err = proxy.NewUpstream(cfg.Upstream, r.id); err != nil {
 		return nil, err
 	}
 	if r.ids, err = anqicms.NewIdentifier(cfg.Auth.TokenSecret, cfg.Auth.SiteSecrets, 0); err != nil {

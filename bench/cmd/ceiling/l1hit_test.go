@@ -104,3 +104,57 @@ func BenchmarkL1Hit_VsCeiling(b *testing.B) {
 		run(b, handler(map[string]*answer{uri: hit}))
 	})
 }
+
+// BenchmarkL1Hit_VsCeilingParallel is BenchmarkL1Hit_VsCeiling on every
+// core at once, where state that every hit writes (counters, the cache's
+// bookkeeping) is passed between cores.
+func BenchmarkL1Hit_VsCeilingParallel(b *testing.B) {
+	env := edgetest.Start(b, edgetest.Options{Verify: true, Config: func(c *config.Config) { c.Redis.Addrs = nil }})
+	_, order, tok := edgetest.SeedOne(env)
+	uri := proxy.DetailPath + "?id=" + strconv.FormatInt(order.ID, 10)
+	raw := []byte("GET " + uri + " HTTP/1.1\r\nHost: 127.0.0.1:8080\r\ntoken: " + tok + "\r\n\r\n")
+	run := func(b *testing.B, h fasthttp.RequestHandler) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			var ctx fasthttp.RequestCtx
+			ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}, nil)
+			rd := bytes.NewReader(nil)
+			br := bufio.NewReaderSize(rd, 4096)
+			bw := bufio.NewWriterSize(io.Discard, 4096)
+			for pb.Next() {
+				rd.Reset(raw)
+				br.Reset(rd)
+				ctx.Request.Reset()
+				ctx.Response.Reset()
+				if err := ctx.Request.Read(br); err != nil {
+					panic(err)
+				}
+				h(&ctx)
+				if err := ctx.Response.Write(bw); err != nil {
+					panic(err)
+				}
+				bw.Flush()
+			}
+		})
+	}
+	edge := env.Edge.Handler()
+	var hit *answer
+	{
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&fasthttp.Request{}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}, nil)
+		for range 2 {
+			ctx.Request.Reset()
+			ctx.Response.Reset()
+			if err := ctx.Request.Read(bufio.NewReader(bytes.NewReader(raw))); err != nil {
+				b.Fatal(err)
+			}
+			edge(&ctx)
+		}
+		hit = &answer{status: ctx.Response.StatusCode(), body: append([]byte(nil), ctx.Response.Body()...)}
+		for k, v := range ctx.Response.Header.All() {
+			hit.headers = append(hit.headers, [2][]byte{append([]byte(nil), k...), append([]byte(nil), v...)})
+		}
+	}
+	b.Run("anqi-edge", func(b *testing.B) { run(b, edge) })
+	b.Run("ceiling", func(b *testing.B) { run(b, handler(map[string]*answer{uri: hit})) })
+}
