@@ -19,7 +19,7 @@ const (
 	shareDetail    = "anqi-edge/proxy.(*Detail).Serve"
 	shareIdentify  = "anqi-edge/anqicms.(*Identifier).Identify"
 	shareRespond   = "anqi-edge/proxy.(*Detail).respond"
-	shareRequestID = "anqi-edge/proxy.(*Server).requestID"
+	shareRequestID = "anqi-edge/proxy.requestID"
 	shareWrite     = "syscall.write"
 	shareRead      = "syscall.read"
 	shareDeadline  = "internal/poll.setDeadlineImpl"
@@ -27,7 +27,7 @@ const (
 	shareTimeNow   = "time.Now"
 	shareGC        = "runtime.gcBgMarkWorker"
 	shareServeConn = "github.com/valyala/fasthttp.(*Server).serveConn"
-	shareTiersGet  = "anqi-edge/cache.(*Tiers).Get"
+	shareTiersGet  = "anqi-edge/cache.(*Tiers).GetAt"
 	shareRedisGet  = "anqi-edge/cache.(*Redis).Get"
 	shareUnmarshal = "anqi-edge/cache.UnmarshalEntry"
 	shareMallocgc  = "runtime.mallocgc"
@@ -65,9 +65,9 @@ func (p *cpuProfile) summary() string {
 		{"all of fasthttp's connection loop (`serveConn`, includes the rows above it and the handler)", shareServeConn},
 		{"**anqi-edge handler** (`proxy.(*Server).handle`)", shareHandler},
 		{"— detail path (`proxy.(*Detail).Serve`)", shareDetail},
-		{"— identity: sha256 of the token + memo lookup (`anqicms.(*Identifier).Identify`)", shareIdentify},
+		{"— identity: the token's remembered verdict (`anqicms.(*Identifier).Identify`)", shareIdentify},
 		{"— writing the cached answer (`proxy.(*Detail).respond`)", shareRespond},
-		{"— request id (`proxy.(*Server).requestID`)", shareRequestID},
+		{"— request id (`proxy.requestID`)", shareRequestID},
 		{"`time.Now` (everywhere)", shareTimeNow},
 	}
 	for _, r := range rows {
@@ -93,7 +93,7 @@ func (p *cpuProfile) redisSummary() string {
 		{"allocation (`runtime.mallocgc`)", shareMallocgc},
 		{"garbage collector (`runtime.gcBgMarkWorker`)", shareGC},
 		{"**anqi-edge handler** (`proxy.(*Server).handle`)", shareHandler},
-		{"— cache tiers (`cache.(*Tiers).Get`)", shareTiersGet},
+		{"— cache tiers (`cache.(*Tiers).GetAt`)", shareTiersGet},
 		{"— — Redis read: MGET round trip and decode (`cache.(*Redis).Get`)", shareRedisGet},
 		{"— — — entry decode (`cache.UnmarshalEntry`)", shareUnmarshal},
 		{"— writing the answer (`proxy.(*Detail).respond`)", shareRespond},
