@@ -107,7 +107,8 @@ func NewIdentifier(secret string, siteSecrets map[string]string, maxTokens int) 
 			ExpiryCalculator: otter.ExpiryWriting[uint64, *verdict](time.Hour),
 			// Maintenance runs on the caller's goroutine rather than on one
 			// started for each pass (cheaper; the memo has no OnDeletion,
-			// Compute or refresh to run under its locks).
+			// Compute or refresh to run under its locks; adding one means
+			// going back to otter's default executor).
 			Executor: func(fn func()) { fn() },
 		})
 		if err != nil {

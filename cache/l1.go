@@ -59,7 +59,8 @@ func NewL1(maxBytes int64, fresh, keep time.Duration) (*L1, error) {
 		// of on a goroutine started for it each time: with one hot order
 		// that start was a twentieth of an L1 hit's CPU. L1 has no
 		// OnDeletion, Compute or refresh that could then run under the
-		// cache's locks (otter.Options.Executor).
+		// cache's locks (otter.Options.Executor): adding one means going
+		// back to otter's default executor.
 		Executor: runInline,
 	})
 	if err != nil {

@@ -184,7 +184,7 @@ func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
 }
 
 // Request counts one answered request. The counter for a (route, code) pair
-// is created once and then only looked up under a read lock.
+// is created once and then found in the copy-on-write map without a lock.
 func (m *Metrics) Request(route string, code int) {
 	k := routeCode{route, code}
 	c, ok := (*m.codes.Load())[k]

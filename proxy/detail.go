@@ -204,6 +204,9 @@ func (d *Detail) respond(ctx *fasthttp.RequestCtx, e *cache.Entry, st cache.Outc
 	h.SetContentTypeBytes(e.ContentType)
 	h.SetCanonical(hETag, e.ETag)
 	h.SetCanonical(hXCache, label)
+	if at == 0 { // a Result from anywhere but Tiers.GetAt
+		at = time.Now().UnixNano()
+	}
 	age := max(e.Age(at)/time.Second, 0)
 	var ageBuf [20]byte
 	h.SetCanonical(hAge, strconv.AppendInt(ageBuf[:0], int64(age), 10))

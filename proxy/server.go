@@ -235,15 +235,17 @@ func requestID(ctx *fasthttp.RequestCtx, replica string, buf []byte) []byte {
 }
 
 // appendGeneratedID appends the id anqi-edge gives a request that came
-// without one. fasthttp's request id (connection number, request number on
-// it) is unique in this process without a counter every request would
-// write; the replica id makes it unique across replicas. It is a function
-// of the request alone, so the answer and the forwarded request, made in
-// different places, carry the same id.
+// without one: the replica id, fasthttp's number of the connection and the
+// request's number on it. That is unique in this process without a counter
+// every request would write, and across replicas by the replica id. It is
+// a function of the request alone, so the answer and the forwarded
+// request, made in different places, carry the same id.
 func appendGeneratedID(dst []byte, replica string, ctx *fasthttp.RequestCtx) []byte {
 	dst = append(dst, replica...)
 	dst = append(dst, '-')
-	return strconv.AppendUint(dst, ctx.ID(), 36)
+	dst = strconv.AppendUint(dst, ctx.ConnID(), 36)
+	dst = append(dst, '.')
+	return strconv.AppendUint(dst, ctx.ConnRequestNum(), 36)
 }
 
 // serverError answers what fasthttp rejects before the handler runs.
