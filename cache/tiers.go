@@ -231,9 +231,8 @@ func (t *Tiers) get(ctx context.Context, key Key, c Caller, now int64) (Result, 
 		// miss, a stale entry, Redis trouble) goes through the flight,
 		// which reads Redis again under its own generation.
 		g := t.l1.Gen(key.Order)
-		if e := t.redisFresh(key); e != nil {
+		if e, at := t.redisFresh(key); e != nil {
 			t.m.RedisHit.Inc()
-			at := time.Now().UnixNano()
 			t.l1.Set(key, e, g, at)
 			return Result{Entry: e, Outcome: Hit, At: at}, nil
 		}
@@ -241,18 +240,23 @@ func (t *Tiers) get(ctx context.Context, key Key, c Caller, now int64) (Result, 
 	return t.load(ctx, key, c)
 }
 
-// redisFresh returns key's Redis entry if it is fresh, else nil. Misses and
+// redisFresh returns key's Redis entry if it is fresh, else nil, and the
+// time it was judged at (read once, after Redis answered). Misses and
 // errors are counted by the flight that follows.
 //
 // No context deadline here: the client's own read, write and pool
 // timeouts (redis.timeout) bound the call, and a deadline would cost this
 // hot path a timer and a context per read.
-func (t *Tiers) redisFresh(key Key) *Entry {
+func (t *Tiers) redisFresh(key Key) (*Entry, int64) {
 	e, _, err := t.redis.Get(context.Background(), key)
-	if err != nil || e == nil || t.policy.Load().State(e, time.Now().UnixNano()) != Fresh {
-		return nil
+	if err != nil || e == nil {
+		return nil, 0
 	}
-	return e
+	now := time.Now().UnixNano()
+	if t.policy.Load().State(e, now) != Fresh {
+		return nil, 0
+	}
+	return e, now
 }
 
 // load resolves key through one flight per (key, L1 generation) and waits

@@ -1,7 +1,6 @@
 package cdc_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"anqi-edge/cdc"
+	"anqi-edge/internal/edgetest"
 	"anqi-edge/internal/mariadbtest"
 	"anqi-edge/internal/redistest"
 )
@@ -112,22 +112,7 @@ func (r *recorder) snapshot() []int64 {
 }
 
 // logBuf is a goroutine-safe log sink.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf struct{ edgetest.SyncBuffer }
 
 // lines returns the log lines containing sub.
 func (l *logBuf) lines(sub string) []string {
